@@ -1,0 +1,3 @@
+from workerwatch.cli import main
+
+raise SystemExit(main())
