@@ -78,7 +78,7 @@ def version_line() -> str:
     )
 
 
-def load_config_or_exit(config_path: str | None, state_dir: str | None = None):  # noqa: ANN201
+def load_config_or_exit(config_path: str | None, state_dir: str | None = None):
     """Load and validate the config; on any problem print one [FATAL] line and exit 1."""
     from workerwatch.config import ConfigError, load, locate
 

@@ -1,0 +1,160 @@
+"""Which processes belong to which group: one scan of the process table per run.
+
+Reads ``/proc/PID/{cmdline,cgroup,stat}`` directly with bounded reads; psutil is not
+needed for this and a full ``process_iter`` would read more than we use.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from workerwatch.config import Group
+from workerwatch.observations import Worker
+from workerwatch.procfs import ProcGone, boot_time, clock_ticks, read_text
+
+MAX_PIDFILE_BYTES = 64
+
+
+@dataclass
+class Discovery:
+    workers: list[Worker]
+    # Problems met while matching (unreadable pidfile...), for the errors metric.
+    problems: list[tuple[str, str]]
+
+
+def unit_from_cgroup(text: str) -> str | None:
+    """The innermost ``*.service`` unit in ``/proc/PID/cgroup`` (v2 line first, then v1)."""
+    lines = text.splitlines()
+    ordered = [ln for ln in lines if ln.startswith("0::")] + [
+        ln for ln in lines if ":name=systemd:" in ln
+    ]
+    for line in ordered:
+        path = line.split(":", 2)[2]
+        for part in reversed(path.split("/")):
+            if part.endswith(".service"):
+                return part
+    return None
+
+
+def _read_pidfiles(pattern: str, problems: list[tuple[str, str]]) -> set[int]:
+    pids: set[int] = set()
+    for path in sorted(glob.glob(pattern)):
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                raw = os.read(fd, MAX_PIDFILE_BYTES)
+            finally:
+                os.close(fd)
+            pid = int(raw.split()[0]) if raw.split() else 0
+        except (OSError, ValueError) as exc:
+            problems.append(("discover", f"pidfile {path!r} unreadable: {exc}"))
+            continue
+        if pid > 0:
+            pids.add(pid)
+    return pids
+
+
+def _all_pids() -> Iterable[int]:
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            yield int(entry)
+
+
+@dataclass
+class _Proc:
+    pid: int
+    ppid: int
+    state: str
+    start_ticks: int
+    cmdline: str
+    unit: str | None
+
+
+def _stat_fields(pid: int) -> tuple[str, int, int]:
+    raw = read_text(f"/proc/{pid}/stat")
+    # comm may contain spaces and parentheses: split after the last ')'.
+    rest = raw[raw.rindex(")") + 2 :].split()
+    return rest[0], int(rest[1]), int(rest[19])
+
+
+def _read_proc(pid: int, need_unit: bool) -> _Proc | None:
+    try:
+        state, ppid, start = _stat_fields(pid)
+        if state in ("Z", "X"):
+            return None
+        cmdline = read_text(f"/proc/{pid}/cmdline", 8192).replace("\x00", " ").strip()
+        unit = unit_from_cgroup(read_text(f"/proc/{pid}/cgroup")) if need_unit else None
+    except (ProcGone, PermissionError, ValueError, IndexError):
+        return None
+    return _Proc(pid, ppid, state, start, cmdline, unit)
+
+
+def _matches(group: Group, proc: _Proc, pidfile_pids: dict[str, set[int]]) -> bool:
+    rules = group.match
+    if rules.pidfile is not None and proc.pid not in pidfile_pids[group.name]:
+        return False
+    if rules.cmdline is not None and not re.search(rules.cmdline, proc.cmdline):
+        return False
+    return rules.systemd_unit is None or (
+        proc.unit is not None and fnmatch.fnmatchcase(proc.unit, rules.systemd_unit)
+    )
+
+
+def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
+    """Match every process against every group in one pass over the process table."""
+    problems: list[tuple[str, str]] = []
+    pidfile_pids = {
+        g.name: _read_pidfiles(g.match.pidfile, problems) for g in groups if g.match.pidfile
+    }
+    excluded = {os.getpid(), *exclude}
+    if all(g.match.pidfile for g in groups):
+        candidates: Iterable[int] = sorted(set().union(*pidfile_pids.values()))
+    else:
+        candidates = _all_pids()
+    need_unit = any(g.match.systemd_unit for g in groups)
+    ticks, boot = clock_ticks(), boot_time()
+
+    procs: dict[int, _Proc] = {}
+    members: dict[int, Group] = {}
+    for pid in candidates:
+        if pid in excluded:
+            continue
+        proc = _read_proc(pid, need_unit)
+        if proc is None:
+            continue
+        for group in groups:
+            if _matches(group, proc, pidfile_pids):
+                procs[pid] = proc
+                members[pid] = group
+                break  # first group wins: a process is one worker
+
+    if not need_unit:
+        # The unit names workers even when matching did not need it; read it only for members.
+        for proc in procs.values():
+            try:
+                proc.unit = unit_from_cgroup(read_text(f"/proc/{proc.pid}/cgroup"))
+            except (ProcGone, PermissionError):
+                proc.unit = None
+
+    workers = []
+    for pid, proc in sorted(procs.items()):
+        unit = proc.unit
+        parent = procs.get(proc.ppid)
+        if unit and parent is not None and parent.unit == unit:
+            # A matching child in its parent's unit: same service, distinct worker.
+            unit = f"{unit}/{pid}"
+        workers.append(
+            Worker(
+                group=members[pid].name,
+                pid=pid,
+                create_time=round(boot + proc.start_ticks / ticks, 2),
+                unit=unit,
+                cmdline=proc.cmdline[:1024],
+            )
+        )
+    return Discovery(workers, problems)

@@ -1,0 +1,202 @@
+"""Protocol-v4 payload: one compact JSON line per run on stdout, for the agent.
+
+Worker and group metrics attach to the host entity: no ``entity`` and
+``ignore_entity: false`` (infrastructure-agent pkg/integrations/v4/dm/emitter.go routes
+such datasets to ``emitDatasetForAgent``; the Go SDK's default ``ignore_entity: true``
+would leave them without the host's ``nr.entity.id``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from workerwatch import INTEGRATION_NAME, __version__
+from workerwatch.catalogue import CATALOGUE
+from workerwatch.collect import RunResult
+from workerwatch.config import Config, redacted
+from workerwatch.sanitize import MAX_ATTRIBUTE, clean_text
+from workerwatch.verdict import WorkerVerdict
+
+DEFAULT_INTERVAL_S = 30.0
+
+
+@dataclass(frozen=True)
+class Sections:
+    metrics: bool = True
+    inventory: bool = True
+    events: bool = True
+
+    @classmethod
+    def from_flags(cls, metrics: bool, inventory: bool, events: bool) -> Sections:
+        # Go SDK rule: when no data flag is given, all of them are published.
+        if not (metrics or inventory or events):
+            return cls()
+        return cls(bool(metrics), bool(inventory), bool(events))
+
+
+def _value(value: float) -> float | int:
+    if isinstance(value, bool):
+        return int(value)
+    if not math.isfinite(value):
+        raise ValueError("non-finite metric value")
+    return value if isinstance(value, int) else round(float(value), 3)
+
+
+def metric(
+    name: str,
+    value: float,
+    attributes: dict[str, Any],
+    interval_ms: int | None = None,
+) -> dict[str, Any]:
+    """One v4 metric; the name and attributes must be in the catalogue."""
+    spec = CATALOGUE[name]
+    unknown = set(attributes) - set(spec.attributes)
+    if unknown:
+        raise KeyError(f"{name}: attributes {sorted(unknown)} not in the catalogue")
+    out: dict[str, Any] = {
+        "name": name,
+        "type": spec.type,
+        "value": _value(value),
+        "attributes": {k: v for k, v in attributes.items() if v is not None},
+    }
+    if spec.type == "count":
+        out["interval.ms"] = max(1, int(interval_ms or DEFAULT_INTERVAL_S * 1000))
+    return out
+
+
+def default_interval_s() -> float:
+    try:
+        return float(os.environ.get("NRI_CONFIG_INTERVAL", "").rstrip("s") or DEFAULT_INTERVAL_S)
+    except ValueError:
+        return DEFAULT_INTERVAL_S
+
+
+def worker_attributes(v: WorkerVerdict) -> dict[str, Any]:
+    return {
+        "worker.name": v.name,
+        "worker.group": v.group,
+        "process.pid": v.pid,
+        "worker.state": v.state,
+        "worker.reason": clean_text(v.reason, MAX_ATTRIBUTE),
+    }
+
+
+def worker_metrics(v: WorkerVerdict) -> list[dict[str, Any]]:
+    attrs = worker_attributes(v)
+    ms = int(v.interval_s * 1000) if v.interval_s else None
+    out = [
+        metric("workerwatch.worker.up", int(v.up), attrs),
+        metric("workerwatch.worker.stalled", int(v.stalled), attrs),
+    ]
+    if not v.up:
+        return out
+    if v.silent_seconds is not None:
+        out.append(metric("workerwatch.worker.log.silentSeconds", v.silent_seconds, attrs))
+    if v.bytes_written is not None and ms:
+        out.append(metric("workerwatch.worker.log.bytesWritten", v.bytes_written, attrs, ms))
+    if v.heartbeat_age is not None:
+        out.append(metric("workerwatch.worker.heartbeat.ageSeconds", v.heartbeat_age, attrs))
+    if v.cpu_delta is not None and ms:
+        out.append(metric("workerwatch.worker.cpu.seconds", v.cpu_delta, attrs, ms))
+    if v.wakeups is not None and ms:
+        out.append(metric("workerwatch.worker.mainThread.wakeups", v.wakeups, attrs, ms))
+    if v.blocked_seconds is not None:
+        blocked = {**attrs, "blocked.syscall": v.blocked_syscall, "blocked.peer": v.blocked_peer}
+        out.append(metric("workerwatch.worker.blocked.seconds", v.blocked_seconds, blocked))
+    if v.restarted:
+        out.append(metric("workerwatch.worker.restarts", 1, attrs, ms))
+    if v.task_seconds is not None and v.task_name:
+        task = {**attrs, "task.name": v.task_name}
+        out.append(metric("workerwatch.worker.task.runningSeconds", v.task_seconds, task))
+    return out
+
+
+def all_metrics(result: RunResult) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for v in result.workers:
+        out.extend(worker_metrics(v))
+    for g in result.groups:
+        attrs = {"worker.group": g.group}
+        out.append(metric("workerwatch.group.running", g.running, attrs))
+        out.append(metric("workerwatch.group.stalled", g.stalled, attrs))
+        out.append(metric("workerwatch.group.missing", g.missing, attrs))
+        if g.expected is not None:
+            out.append(metric("workerwatch.group.expected", g.expected, attrs))
+    for sample in result.backlog:
+        out.append(metric(sample.name, sample.value, dict(sample.attributes)))
+    run_ms = int((result.interval_s or default_interval_s()) * 1000)
+    out.append(metric("workerwatch.integration.durationSeconds", result.duration, {}))
+    # Always at least one errors datapoint, so "no errors" is a 0 and not missing data.
+    for probe in sorted(result.errors) or ["none"]:
+        out.append(
+            metric("workerwatch.integration.errors", result.errors[probe], {"probe": probe}, run_ms)
+        )
+    return out
+
+
+def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(f"{prefix}.{key}" if prefix else str(key), item, into)
+    elif isinstance(value, list):
+        if all(not isinstance(i, dict | list) for i in value):
+            into[prefix] = ",".join(str(i) for i in value)
+        else:
+            for index, item in enumerate(value):
+                _flatten(f"{prefix}.{index}", item, into)
+    else:
+        into[prefix] = value
+
+
+def inventory(config: Config) -> dict[str, dict[str, Any]]:
+    """The effective configuration (no secrets) and the version, one item per section."""
+    data = redacted(config)
+    items: dict[str, dict[str, Any]] = {
+        "integration": {
+            "version": __version__,
+            "state_dir": data["state_dir"],
+            "deadline": data["deadline"],
+            "forget_after": data["forget_after"],
+        }
+    }
+    for group in data["groups"]:
+        flat: dict[str, Any] = {}
+        _flatten("", {k: v for k, v in group.items() if k != "name"}, flat)
+        items[f"group/{group['name']}"] = flat
+    for section in ("swf", "sqs"):
+        if section in data:
+            flat = {}
+            _flatten("", data[section], flat)
+            items[section] = flat
+    return items
+
+
+def build_payload(result: RunResult, config: Config, sections: Sections) -> dict[str, Any]:
+    dataset: dict[str, Any] = {
+        "common": {
+            "timestamp": int(result.now * 1000),
+            "interval.ms": int((result.interval_s or default_interval_s()) * 1000),
+            "attributes": {},
+        },
+        "metrics": all_metrics(result) if sections.metrics else [],
+        "inventory": inventory(config) if sections.inventory else {},
+        "events": list(result.events) if sections.events else [],
+        "ignore_entity": False,
+    }
+    return {
+        "protocol_version": "4",
+        "integration": {"name": INTEGRATION_NAME, "version": __version__},
+        "data": [dataset],
+    }
+
+
+def to_line(result: RunResult, config: Config, sections: Sections, pretty: bool = False) -> str:
+    payload = build_payload(result, config, sections)
+    if pretty:
+        # For people only: the agent reads one payload per line.
+        return json.dumps(payload, indent=2, allow_nan=False) + "\n"
+    return json.dumps(payload, separators=(",", ":"), allow_nan=False) + "\n"

@@ -1,0 +1,98 @@
+"""Typed observations: what the probes saw, and nothing they concluded.
+
+Probes fill these; ``verdict`` reads them. A field is ``None`` when the evidence could
+not be read (permissions, a process exit race), which the verdict treats as unknown.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Worker:
+    """A discovered process that belongs to a group."""
+
+    group: str
+    pid: int
+    create_time: float
+    unit: str | None = None  # systemd service unit, e.g. "worker@3.service"
+    cmdline: str = ""
+
+    @property
+    def key(self) -> str:
+        # (pid, start time) so a recycled pid never inherits another process's history.
+        return f"{self.pid}:{self.create_time:.2f}"
+
+
+@dataclass(frozen=True)
+class LogFd:
+    fd: int
+    path: str
+    pos: int
+
+
+@dataclass(frozen=True)
+class LogObservation:
+    """The worker's own write offsets into its log files (or a coarse mtime fallback)."""
+
+    fds: tuple[LogFd, ...] = ()
+    # When the fd table cannot be read, the newest mtime of the group's log globs: coarse,
+    # because a shared file stays fresh while any worker writes.
+    mtime: float | None = None
+    source: str = "fd"  # "fd", "mtime" or "none"
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    id: str | None
+    started: float | None
+
+
+@dataclass(frozen=True)
+class HeartbeatObservation:
+    path: str
+    beat_time: float  # time of the last beat (body "time", else file mtime)
+    seq: int | None = None
+    state: str | None = None  # "idle" / "busy" / None for a plain file
+    task: Task | None = None
+    pid: int | None = None
+    worker: str | None = None
+    problem: str | None = None  # why the body was not used, e.g. "not valid JSON"
+
+
+@dataclass(frozen=True)
+class ProcessObservation:
+    """Progress counters of the process and of its main thread."""
+
+    cpu_seconds: float  # whole process, user + system
+    main_cpu_seconds: float  # main thread only: a background thread cannot fake progress
+    main_voluntary: int  # main thread's voluntary context switches (its wakeups)
+    main_involuntary: int
+    state: str  # /proc state letter of the main thread: R, S, D, Z, T ...
+    wchan: str | None = None
+    syscall: str | None = None  # name, "running", or None when unreadable
+    syscall_nr: int | None = None
+    syscall_fd: int | None = None  # first argument when the syscall takes an fd
+    threads: int = 1
+    write_chars: int | None = None  # /proc/PID/io wchar: caps log bytes on shared files
+
+
+@dataclass(frozen=True)
+class WorkerObservation:
+    worker: Worker
+    log: LogObservation | None = None
+    heartbeat: HeartbeatObservation | None = None
+    process: ProcessObservation | None = None
+    peer: str | None = None  # socket peer of syscall_fd, resolved only when it looks blocked
+    notes: tuple[str, ...] = ()  # evidence problems worth showing in the reason
+
+
+@dataclass(frozen=True)
+class MetricSample:
+    """A ready metric from a queue-side probe: name from the catalogue, gauge value."""
+
+    name: str
+    value: float
+    attributes: dict[str, str | int | float | bool] = field(default_factory=dict)

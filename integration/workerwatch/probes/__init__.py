@@ -1,0 +1,1 @@
+"""Probes: each reads one kind of evidence and returns typed observations, no verdicts."""

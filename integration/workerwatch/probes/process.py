@@ -1,0 +1,108 @@
+"""Process progress: CPU, the main thread's wakeups, and where the main thread waits.
+
+The main thread is read from ``/proc/PID/task/PID/*`` on purpose: a background thread
+(an APM harvest thread, a heartbeat timer) keeps process-wide CPU ticking while the work
+loop is stuck, so only the main thread's counters say whether the loop makes progress.
+"""
+
+from __future__ import annotations
+
+import errno
+
+from workerwatch.observations import ProcessObservation
+from workerwatch.probes.syscalls import FD_SYSCALLS, name_of
+from workerwatch.procfs import ProcGone, clock_ticks, read_text
+
+
+def _stat(path: str) -> list[str]:
+    raw = read_text(path, 4096)
+    # Fields after "(comm)": comm may hold spaces or parentheses.
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def parse_syscall(text: str) -> tuple[str | None, int | None, int | None]:
+    """``/proc/PID/syscall`` -> (name, number, fd argument)."""
+    text = text.strip()
+    if not text:
+        return None, None, None
+    if text == "running":
+        return "running", None, None
+    parts = text.split()
+    nr = int(parts[0])
+    if nr < 0:
+        # Blocked, but not in a system call (e.g. a page fault).
+        return "none", nr, None
+    name = name_of(nr)
+    fd = None
+    if name in FD_SYSCALLS and len(parts) > 1:
+        value = int(parts[1], 16)
+        fd = value if value < 1 << 31 else None
+    return name, nr, fd
+
+
+def _ctx_switches(text: str) -> tuple[int, int]:
+    vol = invol = 0
+    for line in text.splitlines():
+        if line.startswith("voluntary_ctxt_switches:"):
+            vol = int(line.split()[1])
+        elif line.startswith("nonvoluntary_ctxt_switches:"):
+            invol = int(line.split()[1])
+    return vol, invol
+
+
+def _optional(path: str, limit: int = 256) -> str | None:
+    """Files that need ptrace-level access (wchan, syscall): None when denied."""
+    try:
+        return read_text(path, limit)
+    except PermissionError:
+        return None
+    except OSError as exc:
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            return None
+        raise
+
+
+def observe(pid: int) -> ProcessObservation:
+    """Read the process's progress counters; raises ``ProcGone`` if it exited."""
+    ticks = clock_ticks()
+    proc = _stat(f"/proc/{pid}/stat")
+    main = _stat(f"/proc/{pid}/task/{pid}/stat")
+    vol, invol = _ctx_switches(read_text(f"/proc/{pid}/task/{pid}/status", 8192))
+    wchan = _optional(f"/proc/{pid}/task/{pid}/wchan")
+    raw_syscall = _optional(f"/proc/{pid}/task/{pid}/syscall")
+    raw_io = _optional(f"/proc/{pid}/io", 4096)
+    name = nr = fd = None
+    if raw_syscall is not None:
+        try:
+            name, nr, fd = parse_syscall(raw_syscall)
+        except (ValueError, IndexError):
+            name = None
+    return ProcessObservation(
+        cpu_seconds=(int(proc[11]) + int(proc[12])) / ticks,
+        main_cpu_seconds=(int(main[11]) + int(main[12])) / ticks,
+        main_voluntary=vol,
+        main_involuntary=invol,
+        state=main[0],
+        wchan=_wchan(wchan),
+        syscall=name,
+        syscall_nr=nr,
+        syscall_fd=fd,
+        threads=int(proc[17]),
+        write_chars=_wchar(raw_io),
+    )
+
+
+__all__ = ["ProcGone", "observe", "parse_syscall"]
+
+
+def _wchan(raw: str | None) -> str | None:
+    # "0" means the thread is running or runnable, not sleeping anywhere.
+    value = (raw or "").strip()
+    return value if value and value != "0" else None
+
+
+def _wchar(raw: str | None) -> int | None:
+    for line in (raw or "").splitlines():
+        if line.startswith("wchar:"):
+            return int(line.split()[1])
+    return None

@@ -1,0 +1,59 @@
+"""Small, bounded readers for /proc.
+
+Every read is capped in size, and a process that exits mid-read becomes ``ProcGone``
+(ENOENT or ESRCH), which callers treat as "not running" rather than as an error.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import os
+
+DEFAULT_LIMIT = 65536
+
+
+class ProcGone(Exception):
+    """The process (or thread) disappeared while we were reading it."""
+
+
+def read_bytes(path: str, limit: int = DEFAULT_LIMIT) -> bytes:
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ESRCH):
+            raise ProcGone(path) from None
+        raise
+    try:
+        chunks = []
+        remaining = limit
+        while remaining > 0:
+            chunk = os.read(fd, min(remaining, 65536))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            remaining -= len(chunk)
+        return b"".join(chunks)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ESRCH):
+            raise ProcGone(path) from None
+        raise
+    finally:
+        os.close(fd)
+
+
+def read_text(path: str, limit: int = DEFAULT_LIMIT) -> str:
+    return read_bytes(path, limit).decode("utf-8", "replace")
+
+
+@functools.cache
+def clock_ticks() -> int:
+    return os.sysconf("SC_CLK_TCK")
+
+
+@functools.cache
+def boot_time() -> float:
+    for line in read_text("/proc/stat", 1 << 20).splitlines():
+        if line.startswith("btime "):
+            return float(line.split()[1])
+    raise RuntimeError("no btime in /proc/stat")

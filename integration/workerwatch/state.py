@@ -1,0 +1,157 @@
+"""The state file between runs: what the previous run saw, so deltas and "silent since" work.
+
+The agent starts the integration afresh every interval, so everything that spans runs lives
+here. Written atomically (temp file + rename in the same directory), guarded by an flock so
+overlapping runs take turns, and tolerant of a missing, truncated, garbage or foreign-format
+file: the run starts fresh and says so once on stderr, losing at worst one cycle of deltas.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import tempfile
+import time
+from typing import Any
+
+from workerwatch import log
+
+FORMAT_VERSION = 1
+STATE_FILE = "state.json"
+LOCK_FILE = "state.lock"
+MAX_STATE_BYTES = 64 * 1024 * 1024
+LOCK_WAIT = 5.0
+
+
+def empty_state() -> dict[str, Any]:
+    return {"version": FORMAT_VERSION, "workers": {}, "names": {}, "probes": {}}
+
+
+def _valid(data: Any) -> bool:
+    return (
+        isinstance(data, dict)
+        and data.get("version") == FORMAT_VERSION
+        and all(isinstance(data.get(k), dict) for k in ("workers", "names", "probes"))
+    )
+
+
+class StateStore:
+    """In-memory state (long-running mode keeps one; tests use it directly)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, Any] = empty_state()
+        self.problems: list[str] = []
+
+    def load(self) -> dict[str, Any]:
+        return self.data
+
+    def save(self, data: dict[str, Any]) -> None:
+        self.data = data
+
+    def __enter__(self) -> StateStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+class FileStateStore(StateStore):
+    """State in ``<state_dir>/state.json``, held under an exclusive lock while in use."""
+
+    def __init__(self, state_dir: str, lock_wait: float = LOCK_WAIT) -> None:
+        super().__init__()
+        self.state_dir = state_dir
+        self.path = os.path.join(state_dir, STATE_FILE)
+        self.lock_wait = lock_wait
+        self._lock_fd: int | None = None
+        self.writable = True
+
+    def __enter__(self) -> FileStateStore:
+        try:
+            os.makedirs(self.state_dir, mode=0o700, exist_ok=True)
+            self._lock_fd = os.open(
+                os.path.join(self.state_dir, LOCK_FILE),
+                os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o600,
+            )
+        except OSError as exc:
+            self._problem(f"state dir {self.state_dir} unusable ({exc.strerror}); no deltas")
+            self.writable = False
+            return self
+        deadline = time.monotonic() + self.lock_wait
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    # Another run holds the state: read-only this time, rather than clobber it.
+                    self._problem("state file locked by another run; not saving this run")
+                    self.writable = False
+                    break
+                time.sleep(0.05)
+        self.data = self._read()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._lock_fd)  # closing releases the flock
+            self._lock_fd = None
+
+    def _problem(self, message: str) -> None:
+        self.problems.append(message)
+        log.warn(message)
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except FileNotFoundError:
+            return empty_state()
+        except OSError as exc:
+            self._problem(f"state file {self.path} unreadable ({exc.strerror}); starting fresh")
+            return empty_state()
+        try:
+            with os.fdopen(fd, "rb") as handle:
+                raw = handle.read(MAX_STATE_BYTES + 1)
+            if len(raw) > MAX_STATE_BYTES:
+                raise ValueError("too large")
+            data = json.loads(raw)
+        except (OSError, ValueError, RecursionError) as exc:
+            reason = "truncated or not JSON" if isinstance(exc, ValueError) else str(exc)
+            self._problem(f"state file {self.path} {reason}; starting fresh")
+            return empty_state()
+        if not _valid(data):
+            version = data.get("version") if isinstance(data, dict) else None
+            self._problem(
+                f"state file {self.path} has format version {version!r}, "
+                f"expected {FORMAT_VERSION}; starting fresh"
+            )
+            return empty_state()
+        return data
+
+    def save(self, data: dict[str, Any]) -> None:
+        self.data = data
+        if not self.writable:
+            return
+        tmp = None
+        try:
+            fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.state_dir)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                json.dump(data, handle, separators=(",", ":"), allow_nan=False)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, self.path)
+            tmp = None
+        except (OSError, ValueError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            self._problem(f"state file {self.path} not saved ({reason}); deltas lost next run")
+        finally:
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)

@@ -1,0 +1,54 @@
+"""Worker-like child processes for the tests: each mode behaves like one kind of worker.
+
+Usage: worker_kinds.py MODE TAG [args...]; TAG only makes the command line unique per test.
+"""
+
+import contextlib
+import os
+import socket
+import sys
+import time
+
+
+def log_line(handle, text):
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    handle.write(f"{stamp} INFO worker_{os.getpid()} {text}\n")
+    handle.flush()
+
+
+def main():
+    mode, _tag, *args = sys.argv[1:]
+    if mode == "logger":  # appends to the shared log every `period` seconds
+        path, period = args[0], float(args[1])
+        with open(path, "a") as handle:
+            while True:
+                log_line(handle, "polled, no task")
+                time.sleep(period)
+    elif mode == "hung":  # logs once, then blocks forever in recv() like the incident
+        path, host, port = args[0], args[1], int(args[2])
+        with open(path, "a") as handle:
+            log_line(handle, "starting FTPArticle")
+            conn = socket.create_connection((host, port))  # no timeout, as in ftplib
+            log_line(handle, "connected")
+            conn.recv(1024)
+            log_line(handle, "never reached")
+    elif mode == "busy":  # burns CPU, never logs
+        x = 0
+        while True:
+            x += 1
+    elif mode == "poller":  # idle poller: wakes on a recv timeout, never logs
+        host, port = args[0], int(args[1])
+        conn = socket.create_connection((host, port))
+        conn.settimeout(0.2)
+        while True:
+            with contextlib.suppress(TimeoutError):
+                conn.recv(1024)
+    elif mode == "sleeper":
+        while True:
+            time.sleep(3600)
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+
+
+if __name__ == "__main__":
+    main()
