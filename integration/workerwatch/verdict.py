@@ -86,7 +86,7 @@ class WorkerVerdict:
 def ago(seconds: float) -> str:
     """Durations the way an operator reads them: 312 s, 14 min, 2.5 h."""
     seconds = max(0.0, seconds)
-    if seconds < 120:
+    if seconds < 600:
         return f"{seconds:.0f} s"
     if seconds < 7200:
         return f"{seconds / 60:.0f} min"

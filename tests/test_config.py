@@ -1,0 +1,110 @@
+"""Every invalid configuration exits 1 with one [FATAL] line naming the file and the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from workerwatch.config import ConfigError, parse, parse_duration
+
+GOOD = """
+groups:
+  - name: elife-bot-worker
+    match:
+      cmdline: 'worker\\.py'
+      systemd_unit: 'worker@*.service'
+      pidfile: '/run/elife-bot/*.pid'
+    expected: 5
+    logs: ['/opt/elife-bot/*.log']
+    heartbeats: '/run/elife-bot/heartbeat/*.json'
+    stall_after: 5m
+"""
+
+BOMB = "a: &a [x,x,x,x,x,x,x,x,x,x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},"
+    f"*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)},*{chr(97 + i)}]\n"
+    for i in range(9)
+)
+
+
+def cli(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    base = {k: v for k, v in os.environ.items() if k not in ("CONFIG_PATH", "WORKERWATCH_CONFIG")}
+    return subprocess.run(
+        [sys.executable, "-m", "workerwatch", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**base, **(env or {})},
+    )
+
+
+def test_the_documented_example_is_valid():
+    config = parse(GOOD)
+    group = config.groups[0]
+    assert group.stall_after == 300.0 and group.expected == 5
+    assert config.state_dir == "/var/db/newrelic-infra/data/nri-workerwatch"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (GOOD.replace("expected:", "expectd:"), "groups.0.expectd: unknown key"),
+        (GOOD.replace("'worker\\.py'", "'worker(['"), "groups.0.match.cmdline: invalid regex"),
+        (GOOD.replace("/opt/elife-bot/*.log", "relative/*.log"), "must be an absolute path"),
+        (GOOD.replace("stall_after: 5m", "stall_after: -5"), "duration must be positive"),
+        (GOOD.replace("stall_after: 5m", "stall_after: soon"), "expected a duration"),
+        (GOOD.replace("expected: 5", "expected: five"), "groups.0.expected"),
+        ("groups: []\n", "groups: List should have at least 1 item"),
+        ("groups:\n  - name: x\n    match: {}\n", "give at least one of cmdline"),
+        ("groups: [\n", "not valid YAML at line"),
+        ("- a\n- b\n", "expected a mapping"),
+        ("", "the file is empty"),
+        (BOMB, "too many nodes"),
+        ("!!python/object/apply:os.system ['true']\n", "not valid YAML"),
+        (GOOD + "  - name: elife-bot-worker\n    match: {cmdline: x}\n", "is used twice"),
+    ],
+)
+def test_invalid_configs_give_one_fatal_line(tmp_path, text, words):
+    path = tmp_path / "bad.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        parse(text, str(path))
+    assert words in str(caught.value)
+    done = cli("--config", str(path))
+    assert done.returncode == 1
+    assert done.stdout == ""
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("[FATAL] config "), done.stderr
+    assert str(path) in lines[0] and words in lines[0]
+
+
+def test_unreadable_and_missing_files(tmp_path):
+    done = cli("--config", str(tmp_path / "absent.yml"))
+    assert done.returncode == 1 and "cannot read" in done.stderr
+    assert done.stderr.count("\n") == 1
+    done = cli()
+    assert done.returncode == 1
+    assert done.stderr.startswith("[FATAL] no configuration given")
+
+
+def test_config_path_env_is_how_the_agent_passes_it(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text(GOOD)
+    done = cli("check-config", env={"CONFIG_PATH": str(path)})
+    assert done.returncode == 0, done.stderr
+    assert "config OK: 1 group(s): elife-bot-worker" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("value", "seconds"),
+    [(300, 300.0), ("90s", 90.0), ("5m", 300.0), ("1.5h", 5400.0), ("250ms", 0.25)],
+)
+def test_durations(value, seconds):
+    assert parse_duration(value) == seconds
+
+
+def test_show_version_needs_no_config():
+    done = cli("-show_version")
+    assert done.returncode == 0 and "nri-workerwatch integration Version: 0.1.0" in done.stdout

@@ -1,0 +1,78 @@
+"""The integration's heartbeat reader on real files: good, plain, torn, hostile."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+from workerwatch.probes.heartbeat import MAX_BYTES, observe, parse, stem
+
+NOW = time.time()
+
+
+def beat(**overrides):
+    body = {"version": 1, "worker": "worker@0", "pid": 4242, "time": NOW - 3, "seq": 7,
+            "state": "busy", "task": {"name": "FTPArticle", "id": "a1", "started": NOW - 60}}  # fmt: skip
+    body.update(overrides)
+    return json.dumps(body).encode()
+
+
+def test_a_valid_busy_beat():
+    hb = parse("/hb/w.json", beat(), NOW - 100, NOW)
+    assert (hb.pid, hb.worker, hb.seq, hb.state) == (4242, "worker@0", 7, "busy")
+    assert hb.beat_time == NOW - 3 and hb.task.name == "FTPArticle" and hb.problem is None
+
+
+def test_plain_and_empty_files_use_mtime():
+    for body in (b"", b"   \n"):
+        hb = parse("/hb/worker@1", body, NOW - 9, NOW)
+        assert hb.beat_time == NOW - 9 and hb.problem is None and hb.pid is None
+    assert stem("/hb/worker@1.json") == "worker@1" and stem("/hb/worker@1") == "worker@1"
+
+
+def test_bad_bodies_fall_back_to_mtime_and_say_why():
+    cases = {
+        b'{"version": 1, "pid": 4': "not valid JSON",
+        b"\x00\xff\xfe": "not valid JSON",
+        b"[" * 100_000 + b"]" * 100_000: "larger than",
+        b"[" * 30_000 + b"]" * 30_000: "not valid JSON",
+        b"[1, 2]": "not a JSON object",
+        json.dumps({"version": 2}).encode(): "unknown format version",
+        beat(time=NOW + 3600): "in the future",
+        beat(time="yesterday"): "no valid time",
+        beat(time=float("nan")).replace(b"NaN", b"NaN"): "no valid time",
+    }
+    for body, words in cases.items():
+        hb = parse("/hb/w.json", body, NOW - 50, NOW)
+        assert words in (hb.problem or ""), (body[:40], hb.problem)
+        assert hb.beat_time == NOW - 50
+
+
+def test_fields_are_validated_and_sanitised():
+    hb = parse("/hb/w.json", beat(pid=-5, seq=True, worker="w\nx" * 200,
+               task={"name": "T\x1b[31m" + "x" * 5000, "started": NOW - 1}), NOW, NOW)  # fmt: skip
+    assert hb.pid is None and hb.seq is None
+    assert "\n" not in hb.worker and len(hb.worker) <= 255
+    assert "\x1b" not in hb.task.name and len(hb.task.name) <= 255
+
+
+def test_hostile_files_on_disk(tmp_path):
+    (tmp_path / "good.json").write_bytes(beat())
+    os.symlink("/etc/shadow", tmp_path / "shadow.json")
+    os.symlink("/dev/zero", tmp_path / "zero.json")
+    os.mkfifo(tmp_path / "fifo.json")
+    (tmp_path / "dir.json").mkdir()
+    (tmp_path / "huge.json").write_bytes(b"x" * (MAX_BYTES * 4))
+    (tmp_path / "bad\nname.json").write_bytes(b"")
+    started = time.monotonic()
+    found, problems = observe(str(tmp_path / "*.json"), NOW)
+    assert time.monotonic() - started < 2, "a FIFO must not block the reader"
+    by_name = {stem(h.path): h for h in found}
+    assert by_name["good"].pid == 4242
+    assert "huge" in by_name and "larger than" in by_name["huge"].problem
+    assert "bad?name" in by_name, "control characters in names are replaced"
+    text = "\n".join(problems)
+    for name in ("shadow", "zero", "fifo", "dir"):
+        assert name not in by_name, name
+        assert f"{name}.json" in text, name

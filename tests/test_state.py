@@ -1,0 +1,97 @@
+"""The state file survives garbage, foreign versions, locks and unwritable directories."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import pytest
+from workerwatch.state import FORMAT_VERSION, FileStateStore, empty_state
+
+
+def _save(state_dir, data):
+    with FileStateStore(str(state_dir)) as store:
+        store.save(data)
+
+
+def test_round_trip_and_atomic_replace(tmp_path):
+    data = empty_state()
+    data["workers"]["1:2.00"] = {"name": "w", "first_seen": 1.0}
+    _save(tmp_path, data)
+    with FileStateStore(str(tmp_path)) as store:
+        assert store.load() == data and store.problems == []
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".state.")], "no temp left"
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        (b'{"version": 1, "workers": {', "truncated or not JSON"),
+        (b"\x00\xff garbage", "truncated or not JSON"),
+        (b'{"version": 99, "workers": {}, "names": {}, "probes": {}}', "format version 99"),
+        (b'{"version": 1, "workers": []}', "format version 1"),
+        (b"[1, 2]", "format version None"),
+    ],
+)
+def test_bad_state_files_start_fresh_with_one_warning(tmp_path, capsys, content, words):
+    (tmp_path / "state.json").write_bytes(content)
+    with FileStateStore(str(tmp_path)) as store:
+        assert store.load() == empty_state()
+        assert len(store.problems) == 1 and words in store.problems[0]
+    err = capsys.readouterr().err
+    assert err.count("[WARN]") == 1 and words in err
+
+
+def test_unwritable_directory_still_runs(tmp_path):
+    target = tmp_path / "file-not-dir"
+    target.write_text("x")
+    with FileStateStore(str(target / "state")) as store:
+        store.save(empty_state())  # must not raise
+        assert store.problems and "unusable" in store.problems[0]
+
+
+def test_a_second_run_waits_for_the_lock_then_goes_read_only(tmp_path):
+    _save(tmp_path, empty_state())
+    with FileStateStore(str(tmp_path)) as holder:
+        with FileStateStore(str(tmp_path), lock_wait=0.2) as second:
+            assert not second.writable
+            assert "locked by another run" in second.problems[0]
+            second.save(
+                {"version": FORMAT_VERSION, "workers": {"x": {}}, "names": {}, "probes": {}}
+            )
+        holder.save(empty_state())
+    assert json.loads((tmp_path / "state.json").read_text())["workers"] == {}
+
+
+def test_overlapping_real_runs_never_corrupt_the_file(tmp_path):
+    """Two processes hammering the store: the file is always valid JSON of our format."""
+    script = (
+        "import sys; from workerwatch.state import FileStateStore\n"
+        "for i in range(40):\n"
+        "    with FileStateStore(sys.argv[1]) as s:\n"
+        "        d = s.load(); d['workers'][sys.argv[2] + str(i)] = {'n': i}; s.save(d)\n"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), tag]) for tag in "ab"]
+    errors = []
+
+    def read_loop():
+        while any(p.poll() is None for p in procs):
+            try:
+                data = json.loads((tmp_path / "state.json").read_text())
+                assert data["version"] == FORMAT_VERSION
+            except FileNotFoundError:
+                continue
+            except Exception as exc:
+                errors.append(exc)
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    reader.join()
+    assert errors == []
+    final = json.loads((tmp_path / "state.json").read_text())
+    assert len(final["workers"]) == 80, "every locked read-modify-write kept the other's entries"
