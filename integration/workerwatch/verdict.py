@@ -361,12 +361,15 @@ def judge_group(
     expected: int | None,
     verdicts: list[WorkerVerdict],
     backlog_note: str | None = None,
+    running: int | None = None,
 ) -> GroupVerdict:
+    """``running`` counts discovered processes, including any the run had no time to judge."""
     live = [v for v in verdicts if v.up]
     stalled = [v for v in live if v.stalled]
-    parts = [f"{len(live)} running" + (f" of {expected} expected" if expected is not None else "")]
+    count = len(live) if running is None else running
+    parts = [f"{count} running" + (f" of {expected} expected" if expected is not None else "")]
     if stalled:
         parts.append(f"{len(stalled)} stalled: " + ", ".join(v.name for v in stalled))
     if backlog_note and live and all(v.state in (STALLED, IDLE) for v in live):
         parts.append(backlog_note)
-    return GroupVerdict(group, len(live), expected, len(stalled), "; ".join(parts))
+    return GroupVerdict(group, count, expected, len(stalled), "; ".join(parts))
