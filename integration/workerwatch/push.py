@@ -1,0 +1,487 @@
+"""Agentless push: ``nri-workerwatch push``, straight to the Metric API and the Event API.
+
+For hosts without the infrastructure agent, and containers. The metrics are the same ones
+the agent would receive (``emit.all_metrics``); what the agent would add on its way to New
+Relic is added here as common attributes: the host's name, ``instrumentation.*`` and
+``label.*`` (infrastructure-agent ``pkg/integrations/v4/dm/processor.go``).
+
+Transport rules (docs "Metric API" / "Event API", and the retry policy of New Relic's Java
+telemetry SDK ``BatchDataSender``):
+
+* gzip body, ``Api-Key`` header from ``NEW_RELIC_LICENSE_KEY`` only (never a flag, so it
+  is not in ``ps``; never printed: every message goes through ``_redact``);
+* a POST body must stay under 10^6 bytes (413 at or above it): batches are split until
+  each compressed body fits, and split again on a 413;
+* 429: wait ``Retry-After`` (10 s when absent), bounded; 5xx, 408 and network errors:
+  retry with exponential backoff, bounded; other 4xx (400, 404, 415...): drop with an error;
+  403: the key is refused, so nothing will ever get through: stop;
+* pending batches wait in a bounded queue while the endpoint is down; when it is full
+  the oldest batch is dropped with a counted warning (reported later as
+  ``workerwatch.integration.errors{probe=push}``).
+
+``requests`` is imported only here, so the agent's one-shot path never loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email.utils
+import gzip
+import json
+import os
+import socket
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from workerwatch import INTEGRATION_NAME, __version__, cli, log
+
+LICENSE_ENV = "NEW_RELIC_LICENSE_KEY"
+ACCOUNT_ENV = "NEW_RELIC_ACCOUNT_ID"
+REGION_ENV = "NEW_RELIC_REGION"
+METRIC_URLS = {
+    "US": "https://metric-api.newrelic.com/metric/v1",
+    "EU": "https://metric-api.eu.newrelic.com/metric/v1",
+}
+# The Event API needs the account id in the path.
+EVENT_URLS = {
+    "US": "https://insights-collector.newrelic.com/v1/accounts/{account_id}/events",
+    "EU": "https://insights-collector.eu01.nr-data.net/v1/accounts/{account_id}/events",
+}
+EVENT_TYPE = "WorkerWatchEvent"
+MAX_BODY = 1_000_000  # bytes per POST; the APIs answer 413 at 10^6 and above
+MAX_EVENTS_PER_POST = 500  # the agent's own event batch size (event_sender.go)
+DEFAULT_RETRY_AFTER = 10.0
+MAX_RETRY_AFTER = 60.0  # the Metric API's 429 lasts "for the rest of the minute"
+MAX_ATTEMPTS = 4  # per batch per flush, for 5xx / network errors
+BACKOFF_BASE = 1.0
+BACKOFF_MAX = 16.0
+DEFAULT_QUEUE = 120  # pending batches; each is < 1 MB compressed, usually a few KB
+RETRY_STATUSES = {408, 429}  # client-side codes that mean "later", not "never"
+
+
+class AuthRefused(Exception):
+    """HTTP 403: the license key is not accepted; retrying cannot help."""
+
+
+@dataclass
+class Batch:
+    kind: str  # "metrics" or "events"
+    url: str
+    items: list[dict[str, Any]]
+    common: dict[str, Any] | None
+    body: bytes
+    created: float = field(default_factory=time.monotonic)
+
+    @property
+    def count(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class FlushReport:
+    sent: int = 0  # batches accepted
+    dropped: int = 0  # batches given up on (4xx, too big, out of attempts in --once)
+    pending: int = 0  # batches still queued for the next flush
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+def _gzip(payload: Any) -> bytes:
+    raw = json.dumps(payload, separators=(",", ":"), allow_nan=False).encode()
+    # mtime=0 keeps the body reproducible; level 6 is gzip's default trade-off.
+    return gzip.compress(raw, compresslevel=6, mtime=0)
+
+
+def retry_after(value: str | None, now: float | None = None) -> float:
+    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
+    if not value:
+        return DEFAULT_RETRY_AFTER
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value).timestamp()
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return DEFAULT_RETRY_AFTER
+        seconds = when - (time.time() if now is None else now)
+    if seconds != seconds:  # NaN
+        return DEFAULT_RETRY_AFTER
+    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+
+
+def host_attributes(labels: dict[str, str] | None = None) -> dict[str, Any]:
+    """What the agent would have put on every metric, since there is no agent here."""
+    name = socket.gethostname()
+    attrs: dict[str, Any] = {
+        "host.name": name,
+        "hostname": name,
+        "instrumentation.name": INTEGRATION_NAME,
+        "instrumentation.version": __version__,
+        "instrumentation.provider": INTEGRATION_NAME,
+        "collector.name": f"{INTEGRATION_NAME} push",
+        "collector.version": __version__,
+    }
+    for key, value in (labels or {}).items():
+        attrs[f"label.{key}"] = value
+    return attrs
+
+
+def event_records(
+    events: list[dict[str, Any]], now: float, attrs: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """v4 events (summary, category, attributes) as flat Event API records."""
+    out = []
+    for event in events:
+        record: dict[str, Any] = {
+            "eventType": EVENT_TYPE,
+            "timestamp": int(now * 1000),
+            "summary": event.get("summary", ""),
+            "category": event.get("category", "workerwatch"),
+        }
+        for key, value in attrs.items():
+            record.setdefault(key, value)
+        for key, value in (event.get("attributes") or {}).items():
+            if isinstance(value, str | int | float | bool):
+                record[key if key not in record else f"attr.{key}"] = value
+        out.append(record)
+    return out
+
+
+class Sender:
+    """Packs, queues and posts batches; the only code that talks to New Relic."""
+
+    def __init__(
+        self,
+        license_key: str,
+        metric_url: str,
+        event_url: str | None,
+        *,
+        timeout: float = 10.0,
+        queue_size: int = DEFAULT_QUEUE,
+        max_body: int = MAX_BODY,
+        sleep: Callable[[float], bool] | None = None,
+        max_attempts: int = MAX_ATTEMPTS,
+    ) -> None:
+        self.key = license_key
+        self.metric_url = metric_url
+        self.event_url = event_url
+        self.timeout = timeout
+        self.queue_size = max(1, queue_size)
+        self.max_body = max_body
+        self.max_attempts = max(1, max_attempts)
+        # sleep(seconds) -> True when asked to stop; long-running push passes its Stopper.
+        self.sleep = sleep or (lambda s: time.sleep(s) or False)
+        self.pending: deque[Batch] = deque()
+        self.errors: Counter[str] = Counter()
+        self._session: Any = None
+
+    # packing --------------------------------------------------------------------------
+
+    def _wrap(self, kind: str, items: list[dict[str, Any]], common: dict[str, Any] | None) -> Any:
+        if kind == "metrics":
+            return [{"common": common or {}, "metrics": items}]
+        return items
+
+    def _pack(
+        self, kind: str, url: str, items: list[dict[str, Any]], common: dict[str, Any] | None
+    ) -> list[Batch]:
+        """Batches of ``items`` whose compressed bodies are each under ``max_body``."""
+        if not items:
+            return []
+        if kind == "events" and len(items) > MAX_EVENTS_PER_POST:
+            half = MAX_EVENTS_PER_POST
+            return self._pack(kind, url, items[:half], common) + self._pack(
+                kind, url, items[half:], common
+            )
+        body = _gzip(self._wrap(kind, items, common))
+        if len(body) < self.max_body:
+            return [Batch(kind, url, items, common, body)]
+        if len(items) == 1:
+            self.errors["push"] += 1
+            log.error(
+                f"one {kind[:-1]} compresses to {len(body)} bytes, over the "
+                f"{self.max_body}-byte limit per POST: dropped"
+            )
+            return []
+        half = len(items) // 2
+        return self._pack(kind, url, items[:half], common) + self._pack(
+            kind, url, items[half:], common
+        )
+
+    def _queue(self, batches: list[Batch]) -> None:
+        for batch in batches:
+            while len(self.pending) >= self.queue_size:
+                old = self.pending.popleft()
+                self.errors["push"] += 1
+                log.warn(
+                    f"push queue full ({self.queue_size} batches): dropped the oldest "
+                    f"{old.kind} batch ({old.count} items, "
+                    f"{time.monotonic() - old.created:.0f} s old); "
+                    f"{self.errors['push']} dropped so far"
+                )
+            self.pending.append(batch)
+
+    def add_metrics(self, metrics: list[dict[str, Any]], common: dict[str, Any]) -> None:
+        self._queue(self._pack("metrics", self.metric_url, metrics, common))
+
+    def add_events(self, records: list[dict[str, Any]]) -> None:
+        if self.event_url and records:
+            self._queue(self._pack("events", self.event_url, records, None))
+
+    # sending --------------------------------------------------------------------------
+
+    def _post(self, batch: Batch) -> tuple[int | None, str, dict[str, str]]:
+        import requests
+
+        if self._session is None:
+            self._session = requests.Session()
+        headers = {
+            "Api-Key": self.key,
+            "Content-Type": "application/json",
+            "Content-Encoding": "gzip",
+            "User-Agent": f"{INTEGRATION_NAME}/{__version__}",
+            "x-request-id": str(uuid.uuid4()),
+        }
+        try:
+            response = self._session.post(
+                batch.url, data=batch.body, headers=headers, timeout=(5.0, self.timeout)
+            )
+        except requests.RequestException as exc:
+            return None, f"{type(exc).__name__}: {exc}", {}
+        return response.status_code, response.text[:300], dict(response.headers)
+
+    def _describe(self, batch: Batch) -> str:
+        parts = urlsplit(batch.url)
+        return f"{batch.kind} batch ({batch.count} items) to {parts.scheme}://{parts.netloc}"
+
+    def flush(self, final: bool = False) -> FlushReport:
+        """Post every pending batch in order.
+
+        A batch that keeps failing with 5xx or network errors stays queued for the next
+        flush (``final`` drops it instead: a one-shot run has no next flush).
+        """
+        report = FlushReport()
+        while self.pending:
+            batch = self.pending[0]
+            outcome = self._send_one(batch)
+            if outcome == "sent":
+                self.pending.popleft()
+                report.sent += 1
+            elif outcome == "split":
+                self.pending.popleft()
+                half = len(batch.items) // 2
+                parts = self._pack(
+                    batch.kind, batch.url, batch.items[:half], batch.common
+                ) + self._pack(batch.kind, batch.url, batch.items[half:], batch.common)
+                self.pending.extendleft(reversed(parts))
+            elif outcome == "drop":
+                self.pending.popleft()
+                report.dropped += 1
+                self.errors["push"] += 1
+            elif outcome == "stopped":
+                break
+            else:  # "later": out of attempts this round
+                if final:
+                    self.pending.popleft()
+                    report.dropped += 1
+                    self.errors["push"] += 1
+                    log.error(f"{self._describe(batch)} not delivered: giving up")
+                    continue
+                break
+        report.pending = len(self.pending)
+        return report
+
+    def _send_one(self, batch: Batch) -> str:
+        where = self._describe(batch)
+        failures = 0
+        while True:
+            status, text, headers = self._post(batch)
+            text = _redact(text, self.key)
+            if status is not None and 200 <= status < 300:
+                return "sent"
+            if status == 403:
+                raise AuthRefused(
+                    f"HTTP 403 for {where}: the key in {LICENSE_ENV} was refused. It must be "
+                    "an ingest License key (not a User key) of this account, for the region "
+                    "the endpoint serves (US or EU)"
+                )
+            if status == 413:
+                if batch.count <= 1:
+                    log.error(f"HTTP 413 for {where} with a single item: dropped")
+                    return "drop"
+                log.warn(f"HTTP 413 for {where}: splitting it")
+                return "split"
+            if status is not None and 400 <= status < 500 and status not in RETRY_STATUSES:
+                log.error(f"HTTP {status} for {where}: dropped; the API said: {text!r}")
+                return "drop"
+            failures += 1
+            if status == 429:
+                wait = retry_after(headers.get("Retry-After"))
+                log.warn(f"HTTP 429 for {where}: retrying after {wait:g} s")
+            else:
+                what = f"HTTP {status}" if status is not None else text
+                wait = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+                log.warn(f"{what} for {where}: attempt {failures} of {self.max_attempts}")
+            if failures >= self.max_attempts:
+                return "later"
+            if self.sleep(wait):
+                return "stopped"
+
+
+def _urls(ns: argparse.Namespace, env: dict[str, str]) -> tuple[str, str | None]:
+    region = (ns.region or env.get(REGION_ENV) or "US").upper()
+    if region not in METRIC_URLS:
+        log.fatal(f"--region must be US or EU, got {region!r}")
+        raise SystemExit(1)
+    metric_url = ns.metric_url or METRIC_URLS[region]
+    account = ns.account_id or env.get(ACCOUNT_ENV)
+    template = ns.event_url or EVENT_URLS[region]
+    event_url: str | None
+    if "{account_id}" in template:
+        if account and account.strip().isdigit():
+            event_url = template.replace("{account_id}", account.strip())
+        else:
+            log.warn(
+                f"events are not sent: the Event API needs the account id in its URL; set "
+                f"{ACCOUNT_ENV} or --account-id (metrics are sent either way)"
+            )
+            event_url = None
+    else:
+        event_url = template
+    for url in (metric_url, event_url):
+        if url is None:
+            continue
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            log.fatal(f"endpoint {url!r} is not an http(s) URL")
+            raise SystemExit(1)
+        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
+        if parts.scheme == "http" and not loopback:
+            log.warn(f"endpoint {parts.netloc} is plain http: the license key travels unencrypted")
+    return metric_url, event_url
+
+
+def _labels(pairs: list[str]) -> dict[str, str]:
+    out = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            log.fatal(f"--label expects key=value, got {pair!r}")
+            raise SystemExit(1)
+        out[key.strip()] = value.strip()
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nri-workerwatch push",
+        description=(
+            f"Send the metrics to the Metric API and the events to the Event API, without "
+            f"the agent. The license key is read from {LICENSE_ENV} only."
+        ),
+    )
+    cli.add_common_flags(parser)
+    parser.add_argument("--interval", default="30s", help="time between pushes (default 30s)")
+    parser.add_argument("--once", action="store_true", help="collect and push once, then exit")
+    parser.add_argument("--region", default=None, help=f"US or EU (default: {REGION_ENV}, US)")
+    parser.add_argument("--account-id", default=None, help=f"for the Event API ({ACCOUNT_ENV})")
+    parser.add_argument("--metric-url", default=None, help="override the Metric API URL")
+    parser.add_argument(
+        "--event-url", default=None,
+        help="override the Event API URL ('{account_id}' is replaced)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--label", action="append", default=[], metavar="KEY=VALUE",
+        help="add label.KEY=VALUE to every metric and event (like the agent's labels:)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--queue", type=int, default=DEFAULT_QUEUE,
+        help=f"batches kept while the endpoint is down (default {DEFAULT_QUEUE})",
+    )  # fmt: skip
+    parser.add_argument("--timeout", default="10s", help="HTTP read timeout (default 10s)")
+    return parser
+
+
+def main(argv: Sequence[str]) -> int:
+    from workerwatch.config import parse_duration
+
+    ns = build_parser().parse_args(list(argv))
+    log.set_verbose(bool(ns.verbose))
+    env = dict(os.environ)
+    key = env.get(LICENSE_ENV, "").strip()
+    if not key:
+        log.fatal(f"set {LICENSE_ENV} to an ingest License key (it is never taken as a flag)")
+        return 1
+    try:
+        interval = parse_duration(ns.interval)
+        timeout = parse_duration(ns.timeout)
+    except ValueError as exc:
+        log.fatal(f"push: {exc}")
+        return 1
+    metric_url, event_url = _urls(ns, env)
+    labels = _labels(ns.label)
+    config = cli.load_config_or_exit(ns.config, ns.state_dir)
+
+    from workerwatch.collect import Collector
+    from workerwatch.emit import all_metrics
+    from workerwatch.longrun import Stopper, run_loop
+    from workerwatch.state import FileStateStore
+
+    collector = Collector(config)
+    attrs = host_attributes(labels)
+    stopper = Stopper()
+    sender = Sender(
+        key, metric_url, event_url, timeout=timeout, queue_size=ns.queue, sleep=stopper.wait
+    )
+
+    def collect_into(store: Any) -> None:
+        result = collector.collect(store)
+        result.errors.update(sender.errors)
+        sender.errors.clear()
+        if result.interval_s is None:
+            result.interval_s = interval
+        common = {
+            "timestamp": int(result.now * 1000),
+            "interval.ms": int(result.interval_s * 1000),
+            "attributes": attrs,
+        }
+        sender.add_metrics(all_metrics(result), common)
+        sender.add_events(event_records(result.events, result.now, attrs))
+
+    try:
+        if ns.once:
+            with FileStateStore(config.state_dir) as store:
+                collect_into(store)
+            report = sender.flush(final=True)
+            log.debug(f"push: {report.sent} batches sent, {report.dropped} dropped")
+            return 0 if report.dropped == 0 and not sender.errors else 1
+
+        stopper.install()
+        with FileStateStore(config.state_dir) as store:
+
+            def cycle(_n: int) -> None:
+                stopper.interruptible = True
+                try:
+                    collect_into(store)
+                finally:
+                    stopper.interruptible = False
+                report = sender.flush()
+                if report.pending:
+                    log.warn(f"push: {report.pending} batches waiting for the endpoint")
+
+            stats = run_loop(stopper, interval, cycle, heartbeat=None, fatal=(AuthRefused,))
+        log.info(f"push: stopped after {stats.summary()}")
+        return 0
+    except AuthRefused as exc:
+        log.fatal(_redact(str(exc), key))
+        return 1
+    finally:
+        stopper.close()
