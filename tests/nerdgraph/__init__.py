@@ -1,0 +1,1 @@
+"""Test helpers: the NerdGraph schema (SDL) and an in-memory fake NerdGraph server."""

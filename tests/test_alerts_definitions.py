@@ -1,0 +1,320 @@
+"""The alert and dashboard definitions: metric names, coverage, parameters, clear errors."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from workerwatch.alerts import MANAGED_MARKER, is_managed
+from workerwatch.alerts.cli import alerts_main, find_definitions
+from workerwatch.alerts.models import (
+    METRIC_NAME,
+    AlertsDocument,
+    load_alerts,
+    load_dashboards,
+    metric_names,
+)
+from workerwatch.alerts.params import DefinitionError, parse_sets
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFINITIONS = ROOT / "definitions"
+RUNBOOK = ROOT / "docs" / "RUNBOOK.md"
+
+
+def catalogued_metrics() -> set[str]:
+    data = yaml.safe_load((DEFINITIONS / "metrics.yml").read_text(encoding="utf-8"))
+    return {m["name"] for m in data["metrics"]}
+
+
+def all_nrql() -> list[tuple[str, str]]:
+    """(where, NRQL) for every query in definitions/, after parameter substitution."""
+    found = []
+    for doc in load_alerts(DEFINITIONS / "alerts", {}):
+        found += [(f"{doc.source}: {c.key}", c.nrql) for c in doc.conditions]
+    for doc in load_dashboards(DEFINITIONS / "dashboards", {}):
+        for page in doc.dashboard.pages:
+            found += [(f"{page.name}: {w.title}", w.query) for w in page.widgets if w.query]
+    return found
+
+
+@pytest.fixture(scope="module")
+def policy() -> AlertsDocument:
+    (doc,) = load_alerts(DEFINITIONS / "alerts", {})
+    return doc
+
+
+# ----------------------------------------------------------------------------- metric names
+
+
+def test_every_nrql_query_references_only_catalogued_metrics() -> None:
+    known = catalogued_metrics()
+    queries = all_nrql()
+    assert len(queries) > 20
+    for where, nrql in queries:
+        names = metric_names(nrql)
+        assert names, f"{where}: queries no workerwatch metric"
+        assert names <= known, f"{where}: not in metrics.yml: {sorted(names - known)}"
+
+
+def test_raw_definition_files_mention_only_catalogued_metrics() -> None:
+    # Catches names in comments, descriptions and widgets that a loader bug might skip.
+    known = catalogued_metrics()
+    for path in sorted((DEFINITIONS / "alerts").glob("*.yml")) + sorted(
+        (DEFINITIONS / "dashboards").glob("*.yml")
+    ):
+        for match in METRIC_NAME.findall(path.read_text(encoding="utf-8")):
+            assert match.rstrip(".") in known, f"{path.name}: {match}"
+
+
+def test_metric_name_extraction() -> None:
+    nrql = "SELECT max(workerwatch.worker.stalled) FROM Metric WHERE x = 'workerwatch.group.up.'"
+    assert metric_names(nrql) == {"workerwatch.worker.stalled", "workerwatch.group.up"}
+
+
+def test_an_unknown_metric_is_rejected_with_the_file_and_condition(tmp_path: Path) -> None:
+    text = (DEFINITIONS / "alerts" / "stalled-workers.yml").read_text(encoding="utf-8")
+    (tmp_path / "p.yml").write_text(
+        text.replace("workerwatch.worker.stalled", "workerwatch.worker.stuck"), encoding="utf-8"
+    )
+    with pytest.raises(DefinitionError) as info:
+        load_alerts(tmp_path, {})
+    message = str(info.value)
+    assert "p.yml" in message and "(worker-stalled).nrql" in message
+    assert "workerwatch.worker.stuck" in message
+
+
+# ----------------------------------------------------------------------------- coverage
+
+
+def _condition_using(doc: AlertsDocument, metric: str):
+    matches = [c for c in doc.conditions if metric in metric_names(c.nrql)]
+    assert matches, f"no condition queries {metric}"
+    return matches[0]
+
+
+def test_policy_defaults(policy: AlertsDocument) -> None:
+    assert policy.policy.name == "nri-workerwatch: stalled workers"
+    assert (
+        load_alerts(DEFINITIONS / "alerts", {"policy_name": "workers (prod)"})[0].policy.name
+        == "workers (prod)"
+    )
+
+
+def test_stalled_worker_is_critical_per_host_and_worker(policy: AlertsDocument) -> None:
+    stalled = _condition_using(policy, "workerwatch.worker.stalled")
+    assert stalled.critical is not None and stalled.warning is None
+    facet = stalled.nrql.split("FACET", 1)[1]
+    assert "worker.name" in facet and policy.values["host_attribute"] in facet
+
+
+def test_every_required_condition_exists(policy: AlertsDocument) -> None:
+    missing = _condition_using(policy, "workerwatch.group.missing")
+    assert missing.critical is not None
+    for metric in (
+        "workerwatch.worker.heartbeat.ageSeconds",
+        "workerwatch.worker.log.silentSeconds",
+    ):
+        silent = _condition_using(policy, metric)
+        assert silent.warning is not None and silent.critical is None
+    for metric in (
+        "workerwatch.swf.backlogStuckSeconds",
+        "workerwatch.swf.timedOutWorkflows",
+        "workerwatch.swf.canary.secondsSinceCompleted",
+        "workerwatch.sqs.backlogStuckSeconds",
+    ):
+        assert _condition_using(policy, metric).critical is not None
+
+
+def test_integration_silence_opens_a_loss_of_signal_incident(policy: AlertsDocument) -> None:
+    los = _condition_using(policy, "workerwatch.integration.durationSeconds")
+    assert los.expiration is not None
+    assert los.expiration.open_incident is True
+    assert 30 <= los.expiration.duration <= 172_800
+    assert "FACET" in los.nrql  # one signal per host
+
+
+def test_every_condition_has_a_description_and_a_runbook_section(policy: AlertsDocument) -> None:
+    anchors = {
+        re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+        for line in RUNBOOK.read_text(encoding="utf-8").splitlines()
+        if line.startswith("## ")
+    }
+    base = policy.values["runbook_base_url"]
+    for c in policy.conditions:
+        assert len(c.description) > 40, c.key
+        assert is_managed(c.full_description)
+        assert c.runbook_url == f"{base}#{c.key}"
+        assert c.key in anchors, f"docs/RUNBOOK.md has no '## ' section for {c.key}"
+
+
+def test_thresholds_are_parameters_not_literals_in_nrql(policy: AlertsDocument) -> None:
+    for c in policy.conditions:
+        assert not re.search(r"\d", c.nrql), f"{c.key}: a number in the NRQL"
+    changed = load_alerts(
+        DEFINITIONS / "alerts", {"stall_minutes": "10", "swf_backlog_stuck_minutes": "30"}
+    )[0]
+    by_key = {c.key: c for c in changed.conditions}
+    assert by_key["worker-stalled"].critical.duration == 600
+    assert by_key["swf-backlog-stuck"].critical.threshold == 1800
+    unchanged = {c.key: c for c in policy.conditions}
+    assert unchanged["worker-stalled"].critical.duration == 300
+    assert by_key["sqs-backlog-stuck"] == unchanged["sqs-backlog-stuck"]
+
+
+def test_dashboard_has_the_three_pages_and_only_integration_metrics() -> None:
+    (doc,) = load_dashboards(DEFINITIONS / "dashboards", {})
+    d = doc.dashboard
+    assert d.name == "nri-workerwatch"
+    assert [p.name for p in d.pages] == ["Workers", "Queues", "Integration health"]
+    shown: set[str] = set()
+    for page in d.pages:
+        for widget in page.widgets:
+            assert widget.query or widget.visualization == "markdown"
+            shown |= metric_names(widget.query or "")
+    # Every metric the integration emits appears somewhere on the dashboard.
+    assert shown == catalogued_metrics(), (
+        f"not on the dashboard: {sorted(catalogued_metrics() - shown)}"
+    )
+
+
+# ----------------------------------------------------------------------------- parameters and errors
+
+
+def write(tmp_path: Path, text: str, name: str = "p.yml") -> Path:
+    (tmp_path / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    return tmp_path
+
+
+MINIMAL = """
+    parameters:
+      minutes: {default: 5, min: 1}
+      label: {default: "a b"}
+    policy: {name: "p ${label} $$5"}
+    conditions:
+      - key: one
+        name: One
+        description: something that is long enough to read
+        runbook_url: x#one
+        nrql: SELECT max(workerwatch.worker.stalled) FROM Metric
+        critical: {operator: above, threshold: 0, duration: "${minutes}m"}
+"""
+
+
+def test_parameters_substitute_typed_and_escaped(tmp_path: Path) -> None:
+    (doc,) = load_alerts(write(tmp_path, MINIMAL), {"minutes": "3"})
+    assert doc.policy.name == "p a b $5"
+    assert doc.conditions[0].critical.duration == 180
+    assert doc.conditions[0].critical.operator == "ABOVE"
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        ({"minutes": "0"}, "--set minutes: must be at least 1"),
+        ({"minutes": "five"}, "--set minutes: must be a whole number"),
+        ({"stall": "1"}, "unknown parameter(s) stall in --set; known: label, minutes"),
+    ],
+)
+def test_bad_overrides_are_clear(tmp_path: Path, sets: dict, message: str) -> None:
+    with pytest.raises(DefinitionError, match=re.escape(message)):
+        load_alerts(write(tmp_path, MINIMAL), sets)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("${minutes}m", "${minuts}m"), "unknown parameter ${minuts}"),
+        (('duration: "${minutes}m"', "duration: 90s"), "multiple of aggregation_window"),
+        (("FROM Metric", "FROM Metric SINCE 1 hour ago"), "alert NRQL cannot use SINCE"),
+        (("FROM Metric", "FROM Transaction"), "must query FROM Metric"),
+        (("operator: above", "operator: over"), "(one).critical.operator"),
+        (("critical:", "warning_level:"), "warning_level: Extra inputs are not permitted"),
+        (("key: one", "key: One Two"), "key must be lower-case words"),
+        (("name: One", "name: [unclosed"), "invalid YAML at line"),
+    ],
+)
+def test_definition_errors_name_the_file_and_the_key(
+    tmp_path: Path, change: tuple[str, str], message: str
+) -> None:
+    write(tmp_path, MINIMAL.replace(*change))
+    with pytest.raises(DefinitionError) as info:
+        load_alerts(tmp_path, {})
+    assert str(tmp_path / "p.yml") in str(info.value)
+    assert message in str(info.value)
+
+
+def test_dashboard_layout_errors_are_clear(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        """
+        dashboard:
+          name: d
+          pages:
+            - name: P
+              widgets:
+                - {title: A, visualization: line, row: 1, column: 1, width: 6,
+                   query: "SELECT max(workerwatch.worker.stalled) FROM Metric"}
+                - {title: B, visualization: line, row: 2, column: 5, width: 6,
+                   query: "SELECT max(workerwatch.worker.up) FROM Metric"}
+        """,
+    )
+    with pytest.raises(DefinitionError, match="widgets 'A' and 'B' overlap at row 2, column 5"):
+        load_dashboards(tmp_path, {})
+
+
+def test_parse_sets() -> None:
+    assert parse_sets(["a=1", "b=x=y", "a=2"]) == {"a": "2", "b": "x=y"}
+    with pytest.raises(DefinitionError, match="expected NAME=VALUE"):
+        parse_sets(["novalue"])
+
+
+def test_the_cli_reports_definition_errors_without_a_traceback(tmp_path: Path, capsys) -> None:
+    (tmp_path / "alerts").mkdir()
+    write(tmp_path / "alerts", MINIMAL)
+    code = alerts_main(["terraform", "--definitions", str(tmp_path), "--set", "nope=1"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith("[ERR] unknown parameter(s) nope") and "Traceback" not in err
+
+
+def test_managed_marker_detection() -> None:
+    assert is_managed(f"text\n\n{MANAGED_MARKER} (whatever)")
+    assert not is_managed("managed by hand")
+    assert not is_managed(None)
+
+
+# ----------------------------------------------------------------------------- packaging
+
+
+def test_definitions_are_found_from_flag_env_and_checkout(tmp_path: Path) -> None:
+    assert find_definitions(str(tmp_path), env={}) == tmp_path
+    assert find_definitions(None, env={"WORKERWATCH_DEFINITIONS": "/x"}) == Path("/x")
+    assert find_definitions(None, env={}) == DEFINITIONS
+
+
+def test_the_collection_path_never_imports_the_alert_tooling() -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        import workerwatch.cli
+        assert "workerwatch.alerts" not in sys.modules, "cli imported the alerts package"
+        import workerwatch.alerts.models, workerwatch.alerts.cli, workerwatch.alerts.nerdgraph
+        assert "requests" not in sys.modules, "requests imported before a request is made"
+        """
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_user_docs_list_every_parameter() -> None:
+    docs = (ROOT / "docs" / "alerts.md").read_text(encoding="utf-8")
+    for doc in [
+        *load_alerts(DEFINITIONS / "alerts", {}),
+        *load_dashboards(DEFINITIONS / "dashboards", {}),
+    ]:
+        for name in doc.parameters:
+            assert f"`{name}`" in docs, f"docs/alerts.md does not mention {name}"
