@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 from workerwatch.alerts import MANAGED_MARKER, is_managed
+from workerwatch.alerts import cli as cli_module
 from workerwatch.alerts.cli import alerts_main, find_definitions
 from workerwatch.alerts.models import (
     METRIC_NAME,
@@ -294,7 +295,10 @@ def test_managed_marker_detection() -> None:
 def test_definitions_are_found_from_flag_env_and_checkout(tmp_path: Path) -> None:
     assert find_definitions(str(tmp_path), env={}) == tmp_path
     assert find_definitions(None, env={"WORKERWATCH_DEFINITIONS": "/x"}) == Path("/x")
-    assert find_definitions(None, env={}) == DEFINITIONS
+    # Without either, the checkout the package was imported from (editable install).
+    checkout = Path(cli_module.__file__).resolve().parents[3] / "definitions"
+    assert find_definitions(None, env={}) == checkout
+    assert (checkout / "alerts").is_dir()
 
 
 def test_the_collection_path_never_imports_the_alert_tooling() -> None:
