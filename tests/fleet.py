@@ -63,12 +63,15 @@ class Fleet:
         self.tag = tag
         self.procs: list[subprocess.Popen] = []
 
-    def start(self, mode: str, *args: object) -> subprocess.Popen:
+    def start(
+        self, mode: str, *args: object, user: int | None = None, python: str | None = None
+    ) -> subprocess.Popen:
         proc = subprocess.Popen(
-            [sys.executable, str(CHILD), mode, self.tag, *map(str, args)],
+            [python or sys.executable, str(CHILD), mode, self.tag, *map(str, args)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            user=user,
         )
         self.procs.append(proc)
         return proc

@@ -19,9 +19,12 @@ from workerwatch.catalogue import CATALOGUE
 from workerwatch.collect import RunResult
 from workerwatch.config import Config, redacted
 from workerwatch.sanitize import MAX_ATTRIBUTE, clean_text
-from workerwatch.verdict import WorkerVerdict
+from workerwatch.verdict import IDLE, WORKING, WorkerVerdict
 
 DEFAULT_INTERVAL_S = 30.0
+# The agent's documented limits: 1,000 metric sets per payload, 5 MB per line.
+MAX_METRICS_PER_LINE = 1000
+SUMMARISE_ABOVE = 500
 
 
 @dataclass(frozen=True)
@@ -85,14 +88,15 @@ def worker_attributes(v: WorkerVerdict) -> dict[str, Any]:
     }
 
 
-def worker_metrics(v: WorkerVerdict) -> list[dict[str, Any]]:
+def worker_metrics(v: WorkerVerdict, brief: bool = False) -> list[dict[str, Any]]:
+    """A worker's metrics; ``brief`` keeps only up/stalled (their attributes carry the verdict)."""
     attrs = worker_attributes(v)
     ms = int(v.interval_s * 1000) if v.interval_s else None
     out = [
         metric("workerwatch.worker.up", int(v.up), attrs),
         metric("workerwatch.worker.stalled", int(v.stalled), attrs),
     ]
-    if not v.up:
+    if not v.up or brief:
         return out
     if v.silent_seconds is not None:
         out.append(metric("workerwatch.worker.log.silentSeconds", v.silent_seconds, attrs))
@@ -117,8 +121,11 @@ def worker_metrics(v: WorkerVerdict) -> list[dict[str, Any]]:
 
 def all_metrics(result: RunResult) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
+    # A very large fleet summarises its healthy workers instead of dropping anyone: every
+    # worker keeps up/stalled with its state and reason; the detail stays for the rest.
+    summarise = len(result.workers) > SUMMARISE_ABOVE
     for v in result.workers:
-        out.extend(worker_metrics(v))
+        out.extend(worker_metrics(v, brief=summarise and v.state in (IDLE, WORKING)))
     for g in result.groups:
         attrs = {"worker.group": g.group}
         out.append(metric("workerwatch.group.running", g.running, attrs))
@@ -194,9 +201,31 @@ def build_payload(result: RunResult, config: Config, sections: Sections) -> dict
     }
 
 
+def split_payload(
+    payload: dict[str, Any], limit: int = MAX_METRICS_PER_LINE
+) -> list[dict[str, Any]]:
+    """Payloads of at most ``limit`` metrics each; inventory and events ride on the first.
+
+    The agent emits every stdout line as its own payload (runner.go ``handleLines``), so a
+    large fleet becomes several complete lines rather than one line past its limits.
+    """
+    dataset = payload["data"][0]
+    metrics = dataset["metrics"]
+    if len(metrics) <= limit:
+        return [payload]
+    parts = []
+    for start in range(0, len(metrics), limit):
+        part = {**dataset, "metrics": metrics[start : start + limit]}
+        if start:
+            part["inventory"], part["events"] = {}, []
+        parts.append({**payload, "data": [part]})
+    return parts
+
+
 def to_line(result: RunResult, config: Config, sections: Sections, pretty: bool = False) -> str:
-    payload = build_payload(result, config, sections)
+    """The text to print: one compact JSON line per payload (one payload unless very large)."""
+    payloads = split_payload(build_payload(result, config, sections))
     if pretty:
         # For people only: the agent reads one payload per line.
-        return json.dumps(payload, indent=2, allow_nan=False) + "\n"
-    return json.dumps(payload, separators=(",", ":"), allow_nan=False) + "\n"
+        return "".join(json.dumps(p, indent=2, allow_nan=False) + "\n" for p in payloads)
+    return "".join(json.dumps(p, separators=(",", ":"), allow_nan=False) + "\n" for p in payloads)

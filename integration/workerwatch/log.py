@@ -7,9 +7,11 @@ The agent maps ``[ERR]``/``[FATAL]`` lines to errors and everything else to debu
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 _verbose = False
 _said_once: set[str] = set()
+_sink: Callable[[str, str], None] | None = None
 
 
 def set_verbose(on: bool) -> None:
@@ -17,9 +19,18 @@ def set_verbose(on: bool) -> None:
     _verbose = on
 
 
-def _write(level: str, message: str) -> None:
+def set_sink(sink: Callable[[str, str], None] | None) -> None:
+    """Send records somewhere other than stderr (the host-phase child forwards them)."""
+    global _sink
+    _sink = sink
+
+
+def write(level: str, message: str) -> None:
     # One record per line: a newline inside a message would look like a second record.
     text = " ".join(str(message).split("\n"))
+    if _sink is not None:
+        _sink(level, text)
+        return
     try:
         sys.stderr.write(f"[{level}] {text}\n")
         sys.stderr.flush()
@@ -29,23 +40,23 @@ def _write(level: str, message: str) -> None:
 
 def debug(message: str) -> None:
     if _verbose:
-        _write("DEBUG", message)
+        write("DEBUG", message)
 
 
 def info(message: str) -> None:
-    _write("INFO", message)
+    write("INFO", message)
 
 
 def warn(message: str) -> None:
-    _write("WARN", message)
+    write("WARN", message)
 
 
 def error(message: str) -> None:
-    _write("ERR", message)
+    write("ERR", message)
 
 
 def fatal(message: str) -> None:
-    _write("FATAL", message)
+    write("FATAL", message)
 
 
 def warn_once(key: str, message: str) -> None:

@@ -17,9 +17,11 @@ not flap its verdict.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from workerwatch.observations import ProcessObservation, WorkerObservation
 from workerwatch.probes.syscalls import WAIT_SYSCALLS
+from workerwatch.sanitize import clean_text
 
 UNKNOWN, IDLE, WORKING, STALLED, GONE = "unknown", "idle", "working", "stalled", "gone"
 STATES = (UNKNOWN, IDLE, WORKING, STALLED, GONE)
@@ -177,13 +179,15 @@ def judge(
     if obs.log is not None and obs.log.source == "fd" and obs.log.fds:
         log_since = memory.last_log_activity or first_seen
         verdict.bytes_written = written
-    elif obs.log is not None and obs.log.source == "mtime" and obs.log.mtime is not None:
-        memory.log_mtime = obs.log.mtime
-        advanced = prev is not None and prev.log_mtime != obs.log.mtime
-        log_since = obs.log.mtime
-        verdict.notes.append("log evidence is the shared files' mtime (run as root for per-fd)")
-    if log_since is not None:
         verdict.silent_seconds = max(0.0, now - log_since)
+    elif obs.log is not None and obs.log.source == "mtime" and obs.log.mtime is not None:
+        # The files' mtime moves whenever any worker writes, so it cannot vouch for this
+        # one: it is reported, and the verdict rests on the main thread's progress.
+        memory.log_mtime = obs.log.mtime
+        verdict.silent_seconds = max(0.0, now - obs.log.mtime)
+        verdict.notes.append(
+            "log evidence is only the shared files' mtime, not per worker (run as root)"
+        )
 
     # Heartbeat: its own time is exact, whenever it was written.
     beat = False
@@ -226,7 +230,7 @@ def judge(
             verdict.blocked_seconds = now - memory.blocked_since
             verdict.blocked_syscall = proc.syscall
             verdict.blocked_peer = obs.peer
-        else:
+        elif proc.syscall is not None:
             verdict.blocked_seconds = 0.0
 
     # The verdict itself.
@@ -373,3 +377,23 @@ def judge_group(
     if backlog_note and live and all(v.state in (STALLED, IDLE) for v in live):
         parts.append(backlog_note)
     return GroupVerdict(group, count, expected, len(stalled), "; ".join(parts))
+
+
+def transition_event(verdict: WorkerVerdict, what: str, detail: str = "") -> dict[str, Any]:
+    """A v4 event for a state change: stalled, recovered, disappeared, restarted."""
+    if what == "restarted":
+        detail = f"{detail}{verdict.pid}"
+    summary = f"{verdict.name} {what}: {detail or verdict.reason}"
+    return {
+        "summary": clean_text(summary, 4000),
+        "category": "workerwatch",
+        "attributes": {
+            "worker.name": verdict.name,
+            "worker.group": verdict.group,
+            "process.pid": verdict.pid,
+            "worker.state": verdict.state,
+            "worker.previousState": verdict.previous_state or "none",
+            "worker.reason": clean_text(verdict.reason, 4000),
+            "workerwatch.transition": what,
+        },
+    }

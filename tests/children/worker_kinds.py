@@ -4,7 +4,9 @@ Usage: worker_kinds.py MODE TAG [args...]; TAG only makes the command line uniqu
 """
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import sys
 import time
@@ -43,6 +45,24 @@ def main():
         while True:
             with contextlib.suppress(TimeoutError):
                 conn.recv(1024)
+    elif mode == "forkfleet":  # many cheap workers: forked copies, each holding log files
+        count, files, directory = int(args[0]), int(args[1]), args[2]
+        children = []
+        for i in range(count):
+            pid = os.fork()
+            if pid == 0:
+                # Die with the parent, so killing the fleet's one process cleans up all.
+                ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+                handles = [open(f"{directory}/w{i}-{j}.log", "a") for j in range(files)]  # noqa: SIM115
+                for handle in handles:
+                    log_line(handle, "started")
+                signal.pause()
+                os._exit(0)
+            children.append(pid)
+        with open(f"{directory}/ready", "w") as marker:
+            marker.write(" ".join(map(str, children)))
+        while True:
+            signal.pause()
     elif mode == "sleeper":
         while True:
             time.sleep(3600)

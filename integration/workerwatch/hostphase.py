@@ -1,0 +1,359 @@
+"""The host side of a run: discovery and per-worker probes, in a child process.
+
+Why a child process and not a thread: a read that blocks in the kernel (a heartbeat on a
+dead NFS mount, ``/proc/PID/cmdline`` of a process holding its mm lock in D state) cannot be
+interrupted, and while any thread of ours sits in one, our process cannot exit either, so
+the agent (which waits for the process before the next interval) would stop running us.
+A forked child that hangs is simply left behind; the run reports what the child had
+streamed back before the deadline and exits.
+
+The child sends one pickled message per step over a pipe: progress markers, the discovered
+workers, then one judged worker at a time, so a deadline keeps every finished worker.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import select
+import signal
+import struct
+import time
+import traceback
+from collections import Counter
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from workerwatch import log
+from workerwatch.config import Config, Group
+from workerwatch.discover import discover
+from workerwatch.observations import HeartbeatObservation, Worker, WorkerObservation
+from workerwatch.probes import heartbeat as heartbeat_probe
+from workerwatch.probes import log as log_probe
+from workerwatch.probes import peer as peer_probe
+from workerwatch.probes import process as process_probe
+from workerwatch.procfs import ProcGone
+from workerwatch.sanitize import clean_text
+from workerwatch.verdict import (
+    STALLED,
+    WorkerMemory,
+    WorkerVerdict,
+    judge,
+    looks_blocked,
+    transition_event,
+)
+
+_MEMORY_FIELDS = {f.name for f in fields(WorkerMemory)}
+_LENGTH = struct.Struct(">I")
+# Children left hung in the kernel by earlier cycles; reaped once they come back.
+_abandoned: list[int] = []
+
+
+def memory_from(raw: Any) -> WorkerMemory | None:
+    """Rebuild remembered state, or None if the entry is not something we wrote."""
+    if not isinstance(raw, dict):
+        return None
+    try:
+        memory = WorkerMemory(**{k: v for k, v in raw.items() if k in _MEMORY_FIELDS})
+        if memory.log_pos is not None:
+            memory.log_pos = {int(fd): int(pos) for fd, pos in memory.log_pos.items()}
+        float(memory.first_seen), float(memory.last_seen)
+    except (TypeError, ValueError, AttributeError):
+        return None
+    return memory
+
+
+def _name_matches(name: str | None, unit: str | None, pid: int) -> bool:
+    if not name:
+        return False
+    candidates = {str(pid)}
+    if unit:
+        candidates |= {unit, unit.removesuffix(".service")}
+    return name in candidates
+
+
+def match_heartbeat(
+    worker: Worker, beats: list[HeartbeatObservation]
+) -> HeartbeatObservation | None:
+    """The heartbeat of this process: by pid, else by the worker name it declares."""
+    for hb in beats:
+        if hb.pid == worker.pid:
+            return hb
+    for hb in beats:
+        if hb.pid is None and _name_matches(hb.worker, worker.unit, worker.pid):
+            return hb
+        # A plain (or unparseable) file names its worker by its file name.
+        plain = hb.pid is None and hb.worker is None
+        if plain and _name_matches(heartbeat_probe.stem(hb.path), worker.unit, worker.pid):
+            return hb
+    return None
+
+
+def read_heartbeats(
+    groups: list[Group], now: float, errors: Counter[str]
+) -> dict[str, list[HeartbeatObservation]]:
+    found: dict[str, list[HeartbeatObservation]] = {}
+    for group in groups:
+        if not group.heartbeats:
+            continue
+        try:
+            beats, problems = heartbeat_probe.observe(group.heartbeats, now)
+        except OSError as exc:
+            errors["heartbeat"] += 1
+            log.error(f"heartbeats {group.heartbeats}: {exc}")
+            continue
+        for problem in problems:
+            errors["heartbeat"] += 1
+            log.warn(problem)
+        found[group.name] = beats
+    return found
+
+
+def observe_worker(
+    worker: Worker, group: Group, hb: HeartbeatObservation | None, errors: Counter[str]
+) -> WorkerObservation | None:
+    """All host evidence for one process; None when it exited while we looked."""
+    notes: list[str] = []
+    try:
+        proc = process_probe.observe(worker.pid)
+    except ProcGone:
+        return None
+    except (OSError, ValueError, IndexError) as exc:
+        errors["process"] += 1
+        log.error(f"process probe for pid {worker.pid}: {exc}")
+        proc = None
+    try:
+        logs = log_probe.observe(worker.pid, group.logs)
+    except ProcGone:
+        return None
+    except (OSError, ValueError) as exc:
+        errors["log"] += 1
+        log.error(f"log probe for pid {worker.pid}: {exc}")
+        logs = None
+    if logs is not None and logs.source != "fd" and group.logs:
+        notes.append("fd table unreadable")
+    return WorkerObservation(
+        worker=worker, log=logs, heartbeat=hb, process=proc, notes=tuple(notes)
+    )
+
+
+@dataclass
+class JudgedWorker:
+    verdict: WorkerVerdict
+    memory: dict[str, Any]
+    key: str
+    events: list[dict[str, Any]]
+    errors: Counter[str]
+
+
+def judge_worker(
+    worker: Worker,
+    group: Group,
+    beats: list[HeartbeatObservation],
+    memories: dict[str, Any],
+    names: dict[str, Any],
+    now: float,
+) -> JudgedWorker | None:
+    errors: Counter[str] = Counter()
+    hb = match_heartbeat(worker, beats)
+    observation = observe_worker(worker, group, hb, errors)
+    if observation is None:
+        return None  # exited while we looked: counted by its absence
+    name = worker.unit or (hb.worker if hb and hb.worker else None)
+    name = clean_text(name or f"{worker.group}:{worker.pid}")
+    prev = memory_from(memories.get(worker.key))
+    if looks_blocked(observation, prev):
+        assert observation.process is not None and observation.process.syscall_fd is not None
+        peer = peer_probe.resolve(worker.pid, observation.process.syscall_fd)
+        observation = WorkerObservation(**{**observation.__dict__, "peer": peer})
+    verdict, memory = judge(observation, name, prev, now, group.stall_after)
+    verdict.started = worker.create_time
+    events = []
+    previous = names.get(name) if isinstance(names.get(name), dict) else None
+    if previous and previous.get("key") != worker.key and prev is None:
+        verdict.restarted = True
+        events.append(transition_event(verdict, "restarted", f"pid {previous.get('pid')} -> "))
+    if verdict.state == STALLED and verdict.previous_state != STALLED:
+        events.append(transition_event(verdict, "stalled"))
+    elif verdict.previous_state == STALLED and verdict.state != STALLED:
+        events.append(transition_event(verdict, "recovered"))
+    return JudgedWorker(verdict, asdict(memory), worker.key, events, errors)
+
+
+@dataclass
+class HostSnapshot:
+    discovered: bool = False
+    workers: list[Worker] = field(default_factory=list)
+    judged: list[JudgedWorker] = field(default_factory=list)
+    errors: Counter[str] = field(default_factory=Counter)
+    current: str = "starting"
+    finished: bool = False
+    crash: str | None = None
+
+    @property
+    def unprobed(self) -> int:
+        return max(0, len(self.workers) - self.handled)
+
+    handled: int = 0
+
+
+def _send(fd: int, message: tuple) -> None:
+    data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    view = memoryview(_LENGTH.pack(len(data)) + data)
+    while view:
+        view = view[os.write(fd, view) :]
+
+
+def _child(
+    fd: int, config: Config, memories: dict[str, Any], names: dict[str, Any], now: float
+) -> None:
+    groups = {g.name: g for g in config.groups}
+    errors: Counter[str] = Counter()
+    found = discover(config.groups)
+    for probe, message in found.problems:
+        errors[probe] += 1
+        log.error(message)
+    _send(fd, ("discovered", found.workers, errors))
+    _send(fd, ("step", "heartbeat files"))
+    errors = Counter()
+    heartbeats = read_heartbeats(config.groups, now, errors)
+    _send(fd, ("errors", errors))
+    for worker in found.workers:
+        _send(fd, ("step", f"pid {worker.pid} ({worker.group})"))
+        judged = judge_worker(
+            worker, groups[worker.group], heartbeats.get(worker.group, []), memories, names, now
+        )
+        _send(fd, ("worker", judged))
+    _send(fd, ("step", "heartbeat cleanup check"))
+    live = {w.pid for w in found.workers}
+    for beats in heartbeats.values():
+        for hb in beats:
+            if hb.pid and hb.pid not in live and not os.path.exists(f"/proc/{hb.pid}"):
+                log.warn(
+                    f"heartbeat {hb.path} names pid {hb.pid}, which is not running: "
+                    "the worker died without cleaning up"
+                )
+    _send(fd, ("done",))
+
+
+def _close_inherited(keep: int) -> None:
+    """Drop every inherited fd, above all the state lock: a hung child must not hold it."""
+    for entry in os.listdir("/proc/self/fd"):
+        fd = int(entry)
+        if fd > 2 and fd != keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def _reap() -> None:
+    for pid in list(_abandoned):
+        with contextlib.suppress(ChildProcessError):
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                continue
+        _abandoned.remove(pid)
+
+
+def run(
+    config: Config,
+    memories: dict[str, Any],
+    names: dict[str, Any],
+    now: float,
+    deadline: float,
+    before_wait: Any = None,
+) -> HostSnapshot:
+    """Run the host phase in a child; return what it produced by ``deadline`` (monotonic).
+
+    ``before_wait`` is called in the parent right after the fork, to start other work
+    (the backlog thread) only once no fork can copy its threads.
+    """
+    _reap()
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        status = 0
+        try:
+            os.close(read_fd)
+            _close_inherited(write_fd)
+            # Nothing of the agent's pipes may stay open in a child that could hang: the
+            # agent waits for EOF on them. Log records travel over our pipe instead.
+            devnull = os.open(os.devnull, os.O_RDWR)
+            for target in (0, 1, 2):
+                os.dup2(devnull, target)
+            log.set_sink(lambda level, text: _send(write_fd, ("log", level, text)))
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            _child(write_fd, config, memories, names, now)
+        except BaseException:
+            status = 1
+            with contextlib.suppress(BaseException):
+                _send(write_fd, ("crash", traceback.format_exc(limit=4)))
+        finally:
+            os._exit(status)
+    os.close(write_fd)
+    if before_wait is not None:
+        before_wait()
+    snapshot = HostSnapshot()
+    try:
+        _gather(read_fd, snapshot, deadline)
+    finally:
+        os.close(read_fd)
+    if snapshot.finished or snapshot.crash:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    else:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        _abandoned.append(pid)  # it may be stuck in the kernel; do not wait for it
+        _reap()
+    return snapshot
+
+
+def _gather(fd: int, snapshot: HostSnapshot, deadline: float) -> None:
+    buffer = b""
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            return
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:
+            if not snapshot.finished and snapshot.crash is None:
+                snapshot.crash = "host probe process ended unexpectedly"
+            return
+        buffer += chunk
+        while len(buffer) >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(buffer)
+            if len(buffer) < _LENGTH.size + size:
+                break
+            message = pickle.loads(buffer[_LENGTH.size : _LENGTH.size + size])
+            buffer = buffer[_LENGTH.size + size :]
+            _apply(snapshot, message)
+            if snapshot.finished or snapshot.crash:
+                return
+
+
+def _apply(snapshot: HostSnapshot, message: tuple) -> None:
+    kind = message[0]
+    if kind == "discovered":
+        snapshot.discovered = True
+        snapshot.workers = message[1]
+        snapshot.errors.update(message[2])
+    elif kind == "step":
+        snapshot.current = message[1]
+    elif kind == "errors":
+        snapshot.errors.update(message[1])
+    elif kind == "worker":
+        snapshot.handled += 1
+        judged: JudgedWorker | None = message[1]
+        if judged is not None:
+            snapshot.judged.append(judged)
+            snapshot.errors.update(judged.errors)
+    elif kind == "done":
+        snapshot.finished = True
+    elif kind == "log":
+        log.write(message[1], message[2])
+    elif kind == "crash":
+        snapshot.crash = message[1]
