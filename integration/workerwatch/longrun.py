@@ -46,20 +46,43 @@ RESET_AFTER_FAILURES = 3
 # (1-based) that raise on purpose, to check that one failed cycle does not end the process.
 FAIL_HOOK_ENV = "WORKERWATCH_TEST_FAIL_CYCLES"
 # The collector abandons a probe phase stuck past the deadline (a hung mount, a D-state
-# /proc read) in a daemon thread. A one-shot run exits and leaves it behind; a resident
-# process would collect one more such thread per cycle, so past this many it exits (code 1)
-# and lets the agent start a fresh process after `interval`.
-MAX_STUCK_THREADS = 3
+# /proc read): the host probes in a forked child, the backlog probes in a daemon thread. A
+# one-shot run exits and leaves them behind; a resident process would collect one more per
+# cycle, so past this many it exits (code 1) and the agent starts a fresh process after
+# `interval`.
+MAX_STUCK = 3
 
 
 class TooManyStuck(Exception):
-    """Too many abandoned probe threads are still alive: restart rather than pile up."""
+    """Too many abandoned probe children or threads are still alive: restart, not pile up."""
 
 
-def stuck_threads() -> int:
-    return sum(
+def stuck_probes() -> int:
+    """Live abandoned probe threads plus live (non-zombie) child processes of ours."""
+    threads = sum(
         1 for t in threading.enumerate() if t.name.startswith("workerwatch-") and t.is_alive()
     )
+    children = 0
+    try:
+        with open(f"/proc/self/task/{os.getpid()}/children", encoding="ascii") as handle:
+            pids = handle.read().split()
+    except OSError:
+        pids = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+                raw = handle.read()
+        except OSError:
+            continue
+        if raw[raw.rindex(")") + 2 :].split()[0] != "Z":
+            children += 1
+    return threads + children
+
+
+def cpu_seconds() -> float:
+    """CPU of this process and of its reaped children (the forked host-probe phase)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 class Stopped(Exception):
@@ -113,7 +136,10 @@ class Stopper:
 
 @dataclass
 class CycleStats:
-    """Per-cycle cost, reported on exit (and per cycle with -verbose)."""
+    """Per-cycle cost, reported on exit (and per cycle with -verbose).
+
+    CPU counts the process and its reaped children, so the forked host-probe phase is in.
+    """
 
     cycles: int = 0
     failed: int = 0
@@ -191,7 +217,7 @@ def run_loop(
         now = time.monotonic()
         if now >= next_cycle:
             stats.cycles += 1
-            cpu0, wall0 = time.process_time(), now
+            cpu0, wall0 = cpu_seconds(), now
             try:
                 cycle(stats.cycles)
             except Stopped:
@@ -201,7 +227,7 @@ def run_loop(
             except Exception as exc:  # one bad cycle must not end the process
                 stats.failed += 1
                 log.error(f"cycle {stats.cycles} failed: {type(exc).__name__}: {exc}")
-            stats.cpu.append(time.process_time() - cpu0)
+            stats.cpu.append(cpu_seconds() - cpu0)
             stats.wall.append(time.monotonic() - wall0)
             log.debug(
                 f"cycle {stats.cycles}: cpu {stats.cpu[-1] * 1000:.1f} ms, "
@@ -280,11 +306,11 @@ def main(argv: Sequence[str]) -> int:
             log.warn("state is kept in memory only this time: a restart loses 'silent since'")
 
         def cycle(n: int) -> None:
-            stuck = stuck_threads()
-            if stuck > MAX_STUCK_THREADS:
+            stuck = stuck_probes()
+            if stuck > MAX_STUCK:
                 raise TooManyStuck(
-                    f"{stuck} probe threads are stuck past the deadline (hung mount or "
-                    "D-state process?); exiting so the agent starts a fresh process"
+                    f"{stuck} probe processes/threads are stuck past the deadline (hung mount "
+                    "or D-state process?); exiting so the agent starts a fresh process"
                 )
             stopper.interruptible = True
             try:

@@ -29,6 +29,7 @@ import email.utils
 import gzip
 import json
 import os
+import re
 import socket
 import time
 import uuid
@@ -255,7 +256,10 @@ class Sender:
                 batch.url, data=batch.body, headers=headers, timeout=(5.0, self.timeout)
             )
         except requests.RequestException as exc:
-            return None, f"{type(exc).__name__}: {exc}", {}
+            # requests nests the cause several levels deep; the errno text is what helps.
+            text = str(exc)
+            cause = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
+            return None, f"{type(exc).__name__}: {cause.group(0) if cause else text[:160]}", {}
         return response.status_code, response.text[:300], dict(response.headers)
 
     def _describe(self, batch: Batch) -> str:
