@@ -62,7 +62,9 @@ CATALOGUE: dict[str, MetricSpec] = _specs(
     MetricSpec(
         "workerwatch.swf.timedOutWorkflows", "gauge", "count", ("swf.domain", "swf.truncated")
     ),
-    MetricSpec("workerwatch.swf.backlogStuckSeconds", "gauge", "seconds", SWF_TL),
+    MetricSpec(
+        "workerwatch.swf.backlogStuckSeconds", "gauge", "seconds", (*SWF_TL, "swf.taskKind")
+    ),
     MetricSpec(
         "workerwatch.swf.canary.secondsSinceCompleted",
         "gauge",

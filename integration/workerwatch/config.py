@@ -12,7 +12,7 @@ import fnmatch
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -112,11 +112,24 @@ class Match(_Strict):
 
 
 class Consumes(_Strict):
-    """Which queue a group consumes, so the group's reason can mention its backlog."""
+    """Which queue a group consumes, so the group's reason can mention its backlog.
+
+    ``task_kind`` says which SWF count applies: workers consume activity tasks, deciders
+    consume decision tasks, and elife-bot uses one task list name for both.
+    """
 
     swf_domain: str | None = None
     task_list: str | None = None
+    task_kind: Literal["activity", "decision"] = "activity"
     sqs_queue: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> Consumes:
+        if (self.swf_domain is None) != (self.task_list is None):
+            raise ValueError("swf_domain and task_list go together: give both or neither")
+        if self.swf_domain is None and self.sqs_queue is None:
+            raise ValueError("give swf_domain with task_list, or sqs_queue")
+        return self
 
 
 class Group(_Strict):
@@ -137,32 +150,97 @@ class Group(_Strict):
 
 
 class Canary(_Strict):
-    workflow_id: str = Field(min_length=1)
+    workflow_id: str = Field(min_length=1, max_length=256)
     expect_every: Duration = 600.0
 
 
+def _unique(values: list[str], what: str) -> list[str]:
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise ValueError(f"{what} {value!r} is listed twice")
+        seen.add(value)
+    return values
+
+
+def _check_endpoint(value: str | None) -> str | None:
+    if value is not None and not re.match(r"^https?://[^/\s]+", value):
+        raise ValueError(f"endpoint_url must be an http(s) URL, got {value!r}")
+    return value
+
+
+# SWF names: 1-256 characters (botocore swf service-2.json, shapes DomainName and Name).
+SwfName = Annotated[str, Field(min_length=1, max_length=256)]
+
+
 class SwfDomain(_Strict):
-    name: str = Field(min_length=1)
-    activity_task_lists: list[str] = Field(default_factory=list)
-    decision_task_lists: list[str] = Field(default_factory=list)
+    name: SwfName
+    activity_task_lists: list[SwfName] = Field(default_factory=list)
+    decision_task_lists: list[SwfName] = Field(default_factory=list)
     timed_out_window: Duration = 3600.0
     canaries: list[Canary] = Field(default_factory=list)
 
+    @model_validator(mode="after")
+    def _no_repeats(self) -> SwfDomain:
+        _unique(self.activity_task_lists, "activity task list")
+        _unique(self.decision_task_lists, "decision task list")
+        _unique([c.workflow_id for c in self.canaries], "canary workflow_id")
+        return self
+
 
 class Swf(_Strict):
-    region: str = "us-east-1"
+    region: str = Field(default="us-east-1", min_length=1)
     endpoint_url: str | None = None
     sample_every: Duration = 60.0
     timeout: Duration = 5.0
     domains: list[SwfDomain] = Field(min_length=1)
 
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_endpoint(value)
+
+    @model_validator(mode="after")
+    def _no_repeats(self) -> Swf:
+        _unique([d.name for d in self.domains], "domain")
+        return self
+
+
+# SQS queue names: up to 80 alphanumerics, hyphens and underscores, ".fifo" for FIFO queues
+# (CreateQueue API reference, QueueName).
+_SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$")
+
+
+def sqs_queue_name(queue: str) -> str:
+    """The queue's name, whether the config gives a name or a queue URL."""
+    if queue.startswith(("http://", "https://")):
+        return queue.rstrip("/").rsplit("/", 1)[-1]
+    return queue
+
 
 class Sqs(_Strict):
-    region: str = "us-east-1"
+    region: str = Field(default="us-east-1", min_length=1)
     endpoint_url: str | None = None
     sample_every: Duration = 60.0
     timeout: Duration = 5.0
     queues: list[str] = Field(min_length=1)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return _check_endpoint(value)
+
+    @field_validator("queues")
+    @classmethod
+    def _queues(cls, values: list[str]) -> list[str]:
+        for queue in values:
+            if queue.startswith(("http://", "https://")):
+                if not re.match(r"^https?://[^/\s]+/[^/\s]+/[^/\s]+/?$", queue):
+                    raise ValueError(f"queue URL {queue!r} is not .../ACCOUNT/NAME")
+            elif not _SQS_NAME.match(queue):
+                raise ValueError(f"{queue!r} is neither a queue URL nor a valid queue name")
+        _unique([sqs_queue_name(q) for q in values], "queue")
+        return values
 
 
 class Config(_Strict):
