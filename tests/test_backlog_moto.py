@@ -181,7 +181,7 @@ def test_swf_pending_counts_from_real_scheduling(tmp_path, moto_server):
     decision_stuck = {**tl, "swf.taskKind": "decision"}
     # Completing the activity scheduled a decision task: the decision count did not go down.
     assert _one(payload, "workerwatch.swf.pendingDecisionTasks", **tl) == 3
-    assert _one(payload, "workerwatch.swf.backlogStuckSeconds", **decision_stuck) > 1
+    assert _one(payload, "workerwatch.swf.backlogStuckSeconds", **decision_stuck) > 0, "not reset"
     assert not find(payload, "workerwatch.integration.errors", probe="swf")
 
 

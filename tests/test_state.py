@@ -95,3 +95,33 @@ def test_overlapping_real_runs_never_corrupt_the_file(tmp_path):
     assert errors == []
     final = json.loads((tmp_path / "state.json").read_text())
     assert len(final["workers"]) == 80, "every locked read-modify-write kept the other's entries"
+
+
+def test_a_poisoned_state_of_the_right_format_is_survived(tmp_path, tag, fleet):
+    """Right version, wrong types inside: entries are dropped, the run completes."""
+    from workerwatch.collect import Collector
+    from workerwatch.config import Config
+
+    from tests.fleet import wait_for
+
+    worker = fleet.start("sleeper")
+    wait_for(lambda: os.path.exists(f"/proc/{worker.pid}"))
+    poisoned = {
+        "version": FORMAT_VERSION,
+        "workers": {
+            "1:2.00": {"name": "w", "group": "g", "pid": "1", "first_seen": "x", "last_seen": []}
+        },
+        "names": {"w": {"key": "1:2.00", "last_seen": "yesterday"}, "v": "not a dict"},
+        "probes": {"run": {"last": "never"}},
+    }
+    (tmp_path / "state.json").write_text(json.dumps(poisoned))
+    config = Config.model_validate(
+        {"state_dir": str(tmp_path), "groups": [{"name": "g", "match": {"cmdline": tag}}]}
+    )
+    for _ in range(2):
+        with FileStateStore(str(tmp_path)) as store:
+            result = Collector(config).collect(store)
+    assert [v.pid for v in result.workers] == [worker.pid]
+    assert result.errors == {}
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert set(saved["names"]) == {f"g:{worker.pid}"}

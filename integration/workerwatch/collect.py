@@ -9,6 +9,7 @@ thread with their own per-call timeouts; both end by the run's deadline.
 from __future__ import annotations
 
 import copy
+import math
 import threading
 import time
 from collections import Counter
@@ -39,6 +40,10 @@ class RunResult:
     backlog: list[MetricSample] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 class Collector:
@@ -99,11 +104,9 @@ class Collector:
             if key not in new_memories and (not host.discovered or key in live_keys):
                 new_memories[key] = raw
         for name in list(names):
-            entry = names[name]
-            if not isinstance(entry, dict) or now - float(entry.get("last_seen", 0)) > (
-                self.config.forget_after
-            ):
-                del names[name]
+            seen = names[name].get("last_seen") if isinstance(names[name], dict) else None
+            if not _is_number(seen) or now - seen > self.config.forget_after:
+                del names[name]  # expired, or not something we wrote
 
         backlog, notes = self._backlog_result(backlog_thread, backlog_box, deadline, errors, data)
         running = Counter(w.group for w in host.workers)

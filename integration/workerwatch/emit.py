@@ -17,7 +17,7 @@ from typing import Any
 from workerwatch import INTEGRATION_NAME, __version__
 from workerwatch.catalogue import CATALOGUE
 from workerwatch.collect import RunResult
-from workerwatch.config import Config, redacted
+from workerwatch.config import Config, parse_duration, redacted
 from workerwatch.sanitize import MAX_ATTRIBUTE, clean_text
 from workerwatch.verdict import IDLE, WORKING, WorkerVerdict
 
@@ -72,8 +72,9 @@ def metric(
 
 
 def default_interval_s() -> float:
+    """The agent's interval (``NRI_CONFIG_INTERVAL``, e.g. ``30s`` or ``1m``) for a first run."""
     try:
-        return float(os.environ.get("NRI_CONFIG_INTERVAL", "").rstrip("s") or DEFAULT_INTERVAL_S)
+        return parse_duration(os.environ.get("NRI_CONFIG_INTERVAL") or DEFAULT_INTERVAL_S)
     except ValueError:
         return DEFAULT_INTERVAL_S
 

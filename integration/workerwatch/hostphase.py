@@ -14,6 +14,7 @@ workers, then one judged worker at a time, so a deadline keeps every finished wo
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
 import select
@@ -45,6 +46,33 @@ from workerwatch.verdict import (
 )
 
 _MEMORY_FIELDS = {f.name for f in fields(WorkerMemory)}
+_NUMBER = (int, float)
+_OPTIONAL_NUMBER = (int, float, type(None))
+_OPTIONAL_INT = (int, type(None))
+_OPTIONAL_STR = (str, type(None))
+# What each remembered field must be: a state file is input like any other.
+_MEMORY_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "group": (str,),
+    "pid": (int,),
+    "first_seen": _NUMBER,
+    "last_seen": _NUMBER,
+    "state": (str,),
+    "log_pos": (dict, type(None)),
+    "last_log_activity": _OPTIONAL_NUMBER,
+    "log_mtime": _OPTIONAL_NUMBER,
+    "hb_seq": _OPTIONAL_INT,
+    "hb_time": _OPTIONAL_NUMBER,
+    "cpu": _OPTIONAL_NUMBER,
+    "main_cpu": _OPTIONAL_NUMBER,
+    "voluntary": _OPTIONAL_INT,
+    "write_chars": _OPTIONAL_INT,
+    "last_progress": _OPTIONAL_NUMBER,
+    "blocked_syscall": _OPTIONAL_STR,
+    "blocked_fd": _OPTIONAL_INT,
+    "blocked_since": _OPTIONAL_NUMBER,
+    "stalled_since": _OPTIONAL_NUMBER,
+}
 _LENGTH = struct.Struct(">I")
 # Children left hung in the kernel by earlier cycles; reaped once they come back.
 _abandoned: list[int] = []
@@ -58,9 +86,14 @@ def memory_from(raw: Any) -> WorkerMemory | None:
         memory = WorkerMemory(**{k: v for k, v in raw.items() if k in _MEMORY_FIELDS})
         if memory.log_pos is not None:
             memory.log_pos = {int(fd): int(pos) for fd, pos in memory.log_pos.items()}
-        float(memory.first_seen), float(memory.last_seen)
     except (TypeError, ValueError, AttributeError):
         return None
+    for name, kinds in _MEMORY_TYPES.items():
+        value = getattr(memory, name)
+        if isinstance(value, bool) and bool not in kinds:
+            return None
+        if not isinstance(value, kinds) or (isinstance(value, float) and not math.isfinite(value)):
+            return None
     return memory
 
 
