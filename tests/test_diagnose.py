@@ -153,8 +153,13 @@ def test_by_name_and_outside_any_group(tmp_path, tag, fleet):
     assert "not a member of any configured group" in done.stdout
 
 
-@pytest.mark.skipif(not shutil.which("py-spy"), reason="py-spy not installed")
+@pytest.mark.skipif(
+    not (shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))),
+    reason="py-spy not installed",
+)
 def test_py_spy_dump_when_available(tmp_path, tag, dumping_worker):
-    done = _diagnose(_config(tmp_path, tag), str(dumping_worker.pid))
+    # py-spy comes with the test extras, in the venv beside our interpreter.
+    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+    done = _diagnose(_config(tmp_path, tag), str(dumping_worker.pid), path=path)
     assert done.returncode == 0, done.stderr
     assert "fetch_article" in done.stdout
