@@ -6,7 +6,7 @@ conditions, tags and dashboards in memory. So a document or variable the real AP
 for its shape (unknown field, wrong input type, missing non-null field) fails here too, and
 the answer has exactly the shape the query selected.
 
-Server behaviour mirrored from the reference (shared/reference/nr_alerts_as_code.md):
+Server behaviour mirrored from NerdGraph's documented behaviour:
 - conditions are paged (small pages here, to exercise cursors);
 - an update changes only the fields it is given;
 - the server fills signal defaults (aggregation window 60, delay 120, EVENT_FLOW, fill NONE);
