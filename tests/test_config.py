@@ -108,3 +108,46 @@ def test_durations(value, seconds):
 def test_show_version_needs_no_config():
     done = cli("-show_version")
     assert done.returncode == 0 and "nri-workerwatch integration Version: 0.1.0" in done.stdout
+
+
+PROBE = (
+    "import sys, runpy; sys.argv = ['workerwatch', '--config', sys.argv[1]]\n"
+    "try:\n    runpy.run_module('workerwatch', run_name='__main__')\n"
+    "except SystemExit: pass\n"
+    "sys.stderr.write('PYDANTIC=%s\\n' % ('pydantic' in sys.modules))\n"
+)
+
+
+def _pydantic_loaded(path) -> tuple[bool, subprocess.CompletedProcess]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(path)], capture_output=True, text=True, timeout=60
+    )
+    return "PYDANTIC=True" in done.stderr, done
+
+
+def test_an_unchanged_config_is_validated_once(tmp_path):
+    """The agent's every-30-s runs reuse the validation; a change is validated again."""
+    path = tmp_path / "c.yml"
+    path.write_text(
+        f"state_dir: {tmp_path}/state\ngroups:\n  - name: g\n    match: {{cmdline: zzz-none}}\n    stall_after: 2m\n"
+    )
+    first, done = _pydantic_loaded(path)
+    assert first and done.stdout, done.stderr
+    second, done = _pydantic_loaded(path)
+    assert not second, "the second run must not build the pydantic models"
+    assert '"stall_after":120.0' in done.stdout, "normalised values come back from the cache"
+    path.write_text(path.read_text().replace("stall_after: 2m", "stall_after: -2m"))
+    _, done = _pydantic_loaded(path)
+    assert done.stderr.startswith("[FATAL] config ") and "groups.0.stall_after" in done.stderr
+
+
+def test_a_cache_others_could_write_is_ignored(tmp_path):
+    path = tmp_path / "c.yml"
+    path.write_text(
+        f"state_dir: {tmp_path}/state\ngroups:\n  - name: g\n    match: {{cmdline: zzz-none}}\n"
+    )
+    _pydantic_loaded(path)
+    cache = tmp_path / "state" / "config.cache.json"
+    cache.chmod(0o666)
+    loaded, _ = _pydantic_loaded(path)
+    assert loaded, "a group/world-writable cache is not trusted"

@@ -1,31 +1,33 @@
-"""The integration's configuration: one YAML file, validated by pydantic models.
+"""The integration's configuration: one YAML file, validated once, then read cheaply.
 
 The file is found by ``--config PATH``, else ``CONFIG_PATH`` (the agent writes its inline
 ``config:`` block to a temp file and passes it that way), else ``WORKERWATCH_CONFIG``.
 Every problem becomes one ``ConfigError`` whose message names the file, the key and what
 is wrong; the CLI prints it as a single ``[FATAL]`` line.
+
+Validation lives in ``config_schema`` (pydantic). Building those models costs more CPU than
+a whole collection of 200 workers, and the agent starts us every 15-30 s with the same file,
+so ``load`` keeps the validated, normalised result in ``<state_dir>/config.cache.json``
+keyed by the file's SHA-256 and our version, and builds these plain frozen records from it.
+A changed file, another version or an unusable cache simply means validating again.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import contextlib
+import dataclasses
+import hashlib
+import json
 import os
 import re
-from pathlib import Path
-from typing import Annotated, Any, Literal
-
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+import stat
+import tempfile
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
 
 DEFAULT_STATE_DIR = "/var/db/newrelic-infra/data/nri-workerwatch"
 MAX_CONFIG_BYTES = 1_000_000
+CACHE_FILE = "config.cache.json"
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -55,162 +57,6 @@ def parse_duration(value: Any) -> float:
     return seconds
 
 
-Duration = Annotated[float, BeforeValidator(parse_duration)]
-
-
-def _check_glob(pattern: str) -> str:
-    if not pattern or "\x00" in pattern:
-        raise ValueError("glob must be a non-empty path pattern")
-    if not pattern.startswith("/"):
-        raise ValueError(f"glob {pattern!r} must be an absolute path")
-    try:
-        re.compile(fnmatch.translate(pattern))
-    except re.error as exc:
-        raise ValueError(f"glob {pattern!r} is invalid: {exc}") from exc
-    return pattern
-
-
-Glob = Annotated[str, BeforeValidator(lambda v: _check_glob(v) if isinstance(v, str) else v)]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-class Match(_Strict):
-    """How processes are recognised as members of a group; every given rule must hold."""
-
-    cmdline: str | None = None
-    systemd_unit: str | None = None
-    pidfile: Glob | None = None
-
-    @field_validator("cmdline")
-    @classmethod
-    def _regex(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        if not value:
-            raise ValueError("regex must not be empty")
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"invalid regex {value!r}: {exc}") from exc
-        return value
-
-    @field_validator("systemd_unit")
-    @classmethod
-    def _unit(cls, value: str | None) -> str | None:
-        if value is not None and not value:
-            raise ValueError("unit pattern must not be empty")
-        return value
-
-    @model_validator(mode="after")
-    def _at_least_one(self) -> Match:
-        if self.cmdline is None and self.systemd_unit is None and self.pidfile is None:
-            raise ValueError("give at least one of cmdline, systemd_unit, pidfile")
-        return self
-
-
-class Consumes(_Strict):
-    """Which queue a group consumes, so the group's reason can mention its backlog.
-
-    ``task_kind`` says which SWF count applies: workers consume activity tasks, deciders
-    consume decision tasks, and elife-bot uses one task list name for both.
-    """
-
-    swf_domain: str | None = None
-    task_list: str | None = None
-    task_kind: Literal["activity", "decision"] = "activity"
-    sqs_queue: str | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> Consumes:
-        if (self.swf_domain is None) != (self.task_list is None):
-            raise ValueError("swf_domain and task_list go together: give both or neither")
-        if self.swf_domain is None and self.sqs_queue is None:
-            raise ValueError("give swf_domain with task_list, or sqs_queue")
-        return self
-
-
-class Group(_Strict):
-    name: str = Field(min_length=1, max_length=200)
-    match: Match
-    expected: int | None = Field(default=None, ge=0, le=100_000)
-    logs: list[Glob] | None = None
-    heartbeats: Glob | None = None
-    stall_after: Duration = 300.0
-    consumes: Consumes | None = None
-
-    @field_validator("logs", mode="before")
-    @classmethod
-    def _logs_list(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [value]
-        return value
-
-
-class Canary(_Strict):
-    workflow_id: str = Field(min_length=1, max_length=256)
-    expect_every: Duration = 600.0
-
-
-def _unique(values: list[str], what: str) -> list[str]:
-    seen: set[str] = set()
-    for value in values:
-        if value in seen:
-            raise ValueError(f"{what} {value!r} is listed twice")
-        seen.add(value)
-    return values
-
-
-def _check_endpoint(value: str | None) -> str | None:
-    if value is not None and not re.match(r"^https?://[^/\s]+", value):
-        raise ValueError(f"endpoint_url must be an http(s) URL, got {value!r}")
-    return value
-
-
-# SWF names: 1-256 characters (botocore swf service-2.json, shapes DomainName and Name).
-SwfName = Annotated[str, Field(min_length=1, max_length=256)]
-
-
-class SwfDomain(_Strict):
-    name: SwfName
-    activity_task_lists: list[SwfName] = Field(default_factory=list)
-    decision_task_lists: list[SwfName] = Field(default_factory=list)
-    timed_out_window: Duration = 3600.0
-    canaries: list[Canary] = Field(default_factory=list)
-
-    @model_validator(mode="after")
-    def _no_repeats(self) -> SwfDomain:
-        _unique(self.activity_task_lists, "activity task list")
-        _unique(self.decision_task_lists, "decision task list")
-        _unique([c.workflow_id for c in self.canaries], "canary workflow_id")
-        return self
-
-
-class Swf(_Strict):
-    region: str = Field(default="us-east-1", min_length=1)
-    endpoint_url: str | None = None
-    sample_every: Duration = 60.0
-    timeout: Duration = 5.0
-    domains: list[SwfDomain] = Field(min_length=1)
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return _check_endpoint(value)
-
-    @model_validator(mode="after")
-    def _no_repeats(self) -> Swf:
-        _unique([d.name for d in self.domains], "domain")
-        return self
-
-
-# SQS queue names: up to 80 alphanumerics, hyphens and underscores, ".fifo" for FIFO queues
-# (CreateQueue API reference, QueueName).
-_SQS_NAME = re.compile(r"^[A-Za-z0-9_-]{1,80}(\.fifo)?$")
-
-
 def sqs_queue_name(queue: str) -> str:
     """The queue's name, whether the config gives a name or a queue URL."""
     if queue.startswith(("http://", "https://")):
@@ -218,54 +64,133 @@ def sqs_queue_name(queue: str) -> str:
     return queue
 
 
-class Sqs(_Strict):
-    region: str = Field(default="us-east-1", min_length=1)
+# Runtime records: the same names and fields as the schema's models, without pydantic.
+
+
+@dataclass(frozen=True)
+class _Record:
+    _nested: ClassVar[dict[str, type]] = {}  # field -> record type (or list of it)
+
+    @classmethod
+    def from_data(cls, data: dict[str, Any]) -> Any:
+        """Build from already validated data (the schema's ``model_dump``)."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            if f.name not in data:
+                continue
+            value = data[f.name]
+            kind = cls._nested.get(f.name)
+            if kind is not None and isinstance(value, list):
+                value = [kind.from_data(item) for item in value]
+            elif kind is not None and value is not None:
+                value = kind.from_data(value)
+            values[f.name] = value
+        return cls(**values)
+
+    @classmethod
+    def model_validate(cls, data: dict[str, Any]) -> Any:
+        """Validate plain data with the schema (for code and tests that build configs)."""
+        from workerwatch import config_schema
+
+        model = getattr(config_schema, cls.__name__)
+        try:
+            dumped = model.model_validate(data).model_dump(mode="json")
+        except config_schema.ValidationError as exc:
+            raise ConfigError(config_schema._describe(exc, "<data>")) from None
+        return cls.from_data(dumped)
+
+    def model_copy(self, update: dict[str, Any] | None = None) -> Any:
+        return dataclasses.replace(self, **(update or {}))
+
+    def model_dump(self, mode: str = "python", exclude_none: bool = False) -> dict[str, Any]:
+        return _dump(self, exclude_none)
+
+
+def _dump(value: Any, exclude_none: bool) -> Any:
+    if isinstance(value, _Record):
+        out = {}
+        for f in dataclasses.fields(value):
+            item = getattr(value, f.name)
+            if item is None and exclude_none:
+                continue
+            out[f.name] = _dump(item, exclude_none)
+        return out
+    if isinstance(value, list | tuple):
+        return [_dump(item, exclude_none) for item in value]
+    return value
+
+
+@dataclass(frozen=True)
+class Match(_Record):
+    cmdline: str | None = None
+    systemd_unit: str | None = None
+    pidfile: str | None = None
+
+
+@dataclass(frozen=True)
+class Consumes(_Record):
+    swf_domain: str | None = None
+    task_list: str | None = None
+    task_kind: str = "activity"
+    sqs_queue: str | None = None
+
+
+@dataclass(frozen=True)
+class Group(_Record):
+    _nested: ClassVar[dict[str, type]] = {"match": Match, "consumes": Consumes}
+    name: str
+    match: Match
+    expected: int | None = None
+    logs: list[str] | None = None
+    heartbeats: str | None = None
+    stall_after: float = 300.0
+    consumes: Consumes | None = None
+
+
+@dataclass(frozen=True)
+class Canary(_Record):
+    workflow_id: str
+    expect_every: float = 600.0
+
+
+@dataclass(frozen=True)
+class SwfDomain(_Record):
+    _nested: ClassVar[dict[str, type]] = {"canaries": Canary}
+    name: str
+    activity_task_lists: list[str] = field(default_factory=list)
+    decision_task_lists: list[str] = field(default_factory=list)
+    timed_out_window: float = 3600.0
+    canaries: list[Canary] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Swf(_Record):
+    _nested: ClassVar[dict[str, type]] = {"domains": SwfDomain}
+    domains: list[SwfDomain]
+    region: str = "us-east-1"
     endpoint_url: str | None = None
-    sample_every: Duration = 60.0
-    timeout: Duration = 5.0
-    queues: list[str] = Field(min_length=1)
-
-    @field_validator("endpoint_url")
-    @classmethod
-    def _url(cls, value: str | None) -> str | None:
-        return _check_endpoint(value)
-
-    @field_validator("queues")
-    @classmethod
-    def _queues(cls, values: list[str]) -> list[str]:
-        for queue in values:
-            if queue.startswith(("http://", "https://")):
-                if not re.match(r"^https?://[^/\s]+/[^/\s]+/[^/\s]+/?$", queue):
-                    raise ValueError(f"queue URL {queue!r} is not .../ACCOUNT/NAME")
-            elif not _SQS_NAME.match(queue):
-                raise ValueError(f"{queue!r} is neither a queue URL nor a valid queue name")
-        _unique([sqs_queue_name(q) for q in values], "queue")
-        return values
+    sample_every: float = 60.0
+    timeout: float = 5.0
 
 
-class Config(_Strict):
+@dataclass(frozen=True)
+class Sqs(_Record):
+    queues: list[str]
+    region: str = "us-east-1"
+    endpoint_url: str | None = None
+    sample_every: float = 60.0
+    timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class Config(_Record):
+    _nested: ClassVar[dict[str, type]] = {"groups": Group, "swf": Swf, "sqs": Sqs}
+    groups: list[Group]
     state_dir: str = DEFAULT_STATE_DIR
-    groups: list[Group] = Field(min_length=1)
-    deadline: Duration = 20.0
-    forget_after: Duration = 3600.0
+    deadline: float = 20.0
+    forget_after: float = 3600.0
     swf: Swf | None = None
     sqs: Sqs | None = None
-
-    @field_validator("state_dir")
-    @classmethod
-    def _abs_state_dir(cls, value: str) -> str:
-        if not value.startswith("/"):
-            raise ValueError(f"state_dir must be an absolute path, got {value!r}")
-        return value
-
-    @model_validator(mode="after")
-    def _unique_groups(self) -> Config:
-        seen: set[str] = set()
-        for group in self.groups:
-            if group.name in seen:
-                raise ValueError(f"group name {group.name!r} is used twice")
-            seen.add(group.name)
-        return self
 
 
 def locate(cli_path: str | None, env: dict[str, str] | None = None) -> str:
@@ -278,27 +203,12 @@ def locate(cli_path: str | None, env: dict[str, str] | None = None) -> str:
     )
 
 
-def _describe(exc: ValidationError, path: str) -> str:
-    problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling)"
-        elif msg.startswith("Value error, "):
-            msg = msg[len("Value error, ") :]
-        problems.append(f"{where}: {msg}")
-    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"config {path}: {problems[0]}{more}"
-
-
-def parse(text: str, path: str = "<config>") -> Config:
-    """Validate YAML text into a ``Config``; raise ``ConfigError`` with one clear line."""
+def _yaml(text: str, path: str) -> dict[str, Any]:
     import yaml
 
     try:
         # SafeLoader refuses Python tags; the size cap bounds alias-expansion bombs' input,
-        # and the node-count check below bounds their expansion.
+        # and the node-count check bounds their expansion.
         data = yaml.load(text, Loader=_BoundedLoader)
     except _TooBig as exc:
         raise ConfigError(f"config {path}: {exc}") from None
@@ -311,25 +221,120 @@ def parse(text: str, path: str = "<config>") -> Config:
         raise ConfigError(f"config {path}: the file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
-    try:
-        return Config.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, path)) from None
+    return data
 
 
-def load(path: str) -> Config:
+def parse(text: str, path: str = "<config>") -> Config:
+    """Validate YAML text into a ``Config``; raise ``ConfigError`` with one clear line."""
+    from workerwatch.config_schema import validate
+
+    return Config.from_data(validate(_yaml(text, path), path))
+
+
+def load(path: str, use_cache: bool = True) -> Config:
+    """Read, validate (or reuse the validation of this exact file) and return the config."""
     try:
-        size = Path(path).stat().st_size
+        size = os.stat(path).st_size
         if size > MAX_CONFIG_BYTES:
             raise ConfigError(f"config {path}: file is {size} bytes, larger than 1 MB")
-        text = Path(path).read_text(encoding="utf-8")
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_CONFIG_BYTES + 1)
+        text = raw.decode("utf-8")
     except ConfigError:
         raise
     except UnicodeDecodeError:
         raise ConfigError(f"config {path}: not UTF-8 text") from None
     except OSError as exc:
         raise ConfigError(f"config {path}: cannot read: {exc.strerror or exc}") from None
-    return parse(text, path)
+    if not use_cache:
+        return parse(text, path)
+    data = _yaml(text, path)
+    state_dir = data.get("state_dir")
+    if not isinstance(state_dir, str) or not state_dir.startswith("/"):
+        state_dir = DEFAULT_STATE_DIR
+    key = _cache_key(raw)
+    cached = _read_cache(state_dir, key)
+    if cached is not None:
+        with contextlib.suppress(TypeError, KeyError, AttributeError, ValueError):
+            return Config.from_data(_with_endpoints(cached, data))
+    from workerwatch.config_schema import validate
+
+    validated = validate(data, path)
+    _write_cache(validated["state_dir"], key, _without_userinfo(validated))
+    return Config.from_data(validated)
+
+
+_SECRET_BEARING = ("swf", "sqs")  # sections whose endpoint_url may carry user:password@
+
+
+def _without_userinfo(validated: dict[str, Any]) -> dict[str, Any]:
+    """The cache must hold no credentials: endpoint URLs are stored without their userinfo."""
+    out = dict(validated)
+    for section in _SECRET_BEARING:
+        if isinstance(out.get(section), dict) and out[section].get("endpoint_url"):
+            out[section] = {
+                **out[section],
+                "endpoint_url": _strip_userinfo(out[section]["endpoint_url"]),
+            }
+    return out
+
+
+def _with_endpoints(cached: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
+    """Put back the endpoint URLs from the file itself (validated when the cache was made)."""
+    out = dict(cached)
+    for section in _SECRET_BEARING:
+        url = (
+            raw.get(section, {}).get("endpoint_url") if isinstance(raw.get(section), dict) else None
+        )
+        if isinstance(out.get(section), dict) and isinstance(url, str):
+            out[section] = {**out[section], "endpoint_url": url.strip()}
+    return out
+
+
+def _cache_key(raw: bytes) -> str:
+    from workerwatch import __version__
+
+    return f"{__version__}:{hashlib.sha256(raw).hexdigest()}"
+
+
+def _read_cache(state_dir: str, key: str) -> dict[str, Any] | None:
+    """The cached validation of this exact file, if trustworthy (ours, not writable by others)."""
+    try:
+        fd = os.open(os.path.join(state_dir, CACHE_FILE), os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        info = os.fstat(fd)
+        if info.st_uid != os.geteuid() or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+            return None
+        with os.fdopen(fd, "rb", closefd=False) as handle:
+            entry = json.loads(handle.read(4 * MAX_CONFIG_BYTES))
+    except (OSError, ValueError, RecursionError):
+        return None
+    finally:
+        os.close(fd)
+    if not isinstance(entry, dict) or entry.get("key") != key:
+        return None
+    config = entry.get("config")
+    return config if isinstance(config, dict) else None
+
+
+def _write_cache(state_dir: str, key: str, validated: dict[str, Any]) -> None:
+    """Best effort: without a usable state_dir every run just validates again."""
+    tmp = None
+    try:
+        os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".config.", dir=state_dir)
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump({"key": key, "config": validated}, handle, allow_nan=False)
+        os.replace(tmp, os.path.join(state_dir, CACHE_FILE))
+        tmp = None
+    except (OSError, ValueError):
+        pass
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
 
 class _TooBig(Exception):
@@ -339,7 +344,9 @@ class _TooBig(Exception):
 def _make_bounded_loader() -> type:
     import yaml
 
-    class BoundedLoader(yaml.SafeLoader):
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+    class BoundedLoader(base):  # type: ignore[misc, valid-type]
         """SafeLoader that refuses documents expanding into too many nodes (YAML bombs)."""
 
         max_nodes = 100_000
