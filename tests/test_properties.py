@@ -109,11 +109,11 @@ samples = st.lists(
 @given(samples, st.floats(min_value=1, max_value=600), st.booleans())
 def test_a_worker_whose_log_advanced_within_stall_after_is_never_stalled(seq, stall_after, with_hb):
     worker = Worker(group="g", pid=7, create_time=NOW - 10)
-    t, cpu, vol, pos, seqno, memory = NOW, 1.0, 5, 100, 0, None
+    t, cpu, vol, pos, seqno, memory, wchar = NOW, 1.0, 5, 100, 0, None, 1000
     last_write = None
     for gap, dcpu, dvol, dpos, beat, syscall in seq:
         t += gap
-        cpu, vol, pos = cpu + dcpu, vol + dvol, pos + dpos
+        cpu, vol, pos, wchar = cpu + dcpu, vol + dvol, pos + dpos, wchar + dpos
         if dpos:
             last_write = t
         seqno += beat
@@ -125,7 +125,7 @@ def test_a_worker_whose_log_advanced_within_stall_after_is_never_stalled(seq, st
             )
         proc = ProcessObservation(
             cpu_seconds=cpu, main_cpu_seconds=cpu, main_voluntary=vol, main_involuntary=0, state="S",
-            syscall=syscall, syscall_nr=45, syscall_fd=4 if syscall == "recvfrom" else None, write_chars=10**9,
+            syscall=syscall, syscall_nr=45, syscall_fd=4 if syscall == "recvfrom" else None, write_chars=wchar,
         )  # fmt: skip
         obs = WorkerObservation(
             worker=worker,

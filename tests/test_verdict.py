@@ -191,3 +191,64 @@ def test_gone_and_group():
 
 def test_ago_formats():
     assert [ago(s) for s in (0, 312, 840, 9000)] == ["0 s", "312 s", "14 min", "2.5 h"]
+
+
+def test_an_offset_moved_by_a_process_sharing_the_file_is_not_this_workers_write():
+    """Forked workers share one open file: a sibling's writes move our offset too."""
+    shared_moved = obs(proc(wchar=1000), logs(5000))  # offset jumped, we wrote nothing
+    _, second = run([(0, obs(proc(), logs(100))), (300, shared_moved)])
+    assert second.state == STALLED, second.reason
+    assert second.bytes_written == 0
+
+
+def test_a_main_thread_joining_busy_threads_is_not_stalled():
+    def joining(others, syscall="futex"):
+        p = proc(syscall=syscall, fd=None)
+        return obs(
+            ProcessObservation(**{**p.__dict__, "threads": 3, "others_voluntary": others}),
+            logs(100),
+        )
+
+    verdicts = run([(0, joining(None)), (150, joining(50)), (300, joining(90))])
+    assert [v.state for v in verdicts] == [UNKNOWN, IDLE, IDLE]
+    assert "other threads active" in verdicts[2].reason
+    stuck = run([(0, joining(None)), (150, joining(50)), (300, joining(50)), (450, joining(50))])
+    assert stuck[-1].state == STALLED, "threads that stopped too: stalled"
+    # A main thread stuck in a socket read is stuck whatever its other threads do.
+    apm = run(
+        [
+            (0, obs(proc(), logs(100))),
+            (
+                300,
+                obs(
+                    ProcessObservation(
+                        **{**proc().__dict__, "threads": 2, "others_voluntary": 999}
+                    ),
+                    logs(100),
+                ),
+            ),
+        ]
+    )
+    assert apm[-1].state == STALLED
+
+
+def test_recovery_needs_wakeups_on_two_runs_in_a_row():
+    frozen = obs(proc(), logs(100))
+    verdicts = run(
+        [
+            (0, frozen),
+            (300, frozen),
+            (330, obs(proc(vol=12), logs(100))),
+            (360, obs(proc(vol=14), logs(100))),
+        ]
+    )
+    assert [v.state for v in verdicts] == [UNKNOWN, STALLED, STALLED, IDLE]
+    assert "2 wakeups since the last run" in verdicts[2].reason
+
+
+def test_the_metric_reason_has_no_numbers_and_is_stable():
+    frozen = obs(proc(), logs(100), peer="10.0.0.5:21")
+    verdicts = run([(0, frozen), (312, frozen), (342, frozen)])
+    assert verdicts[1].summary == verdicts[2].summary
+    assert verdicts[1].summary == "no log write; main thread blocked in recvfrom on 10.0.0.5:21"
+    assert verdicts[1].reason != verdicts[2].reason

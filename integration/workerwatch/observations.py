@@ -77,6 +77,9 @@ class ProcessObservation:
     syscall_fd: int | None = None  # first argument when the syscall takes an fd
     threads: int = 1
     write_chars: int | None = None  # /proc/PID/io wchar: caps log bytes on shared files
+    # Voluntary switches summed over the other threads: read only when the main thread
+    # waits (not on an fd) without progress, to tell "delegated to a thread" from "stuck".
+    others_voluntary: int | None = None
 
 
 @dataclass(frozen=True)

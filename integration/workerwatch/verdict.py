@@ -28,6 +28,7 @@ STATES = (UNKNOWN, IDLE, WORKING, STALLED, GONE)
 
 CLEAR_CPU = 0.05  # seconds of main-thread CPU that count as a clear activity signal
 BUSY_CPU_SHARE = 0.05  # share of the interval on CPU that counts as working
+RECOVERY_RUNS = 2  # runs in a row with wakeups that clear a stall without other activity
 
 
 @dataclass
@@ -54,6 +55,8 @@ class WorkerMemory:
     blocked_fd: int | None = None
     blocked_since: float | None = None
     stalled_since: float | None = None
+    others_voluntary: int | None = None
+    wake_runs: int = 0
 
 
 @dataclass
@@ -63,6 +66,7 @@ class WorkerVerdict:
     pid: int
     state: str
     reason: str
+    summary: str = ""  # the reason without numbers: stable while the situation is
     up: bool = True
     silent_seconds: float | None = None
     bytes_written: int | None = None
@@ -145,8 +149,12 @@ def _log_delta(
     proc = obs.process
     if proc and proc.write_chars is not None and prev.write_chars is not None:
         # On a shared O_APPEND file our offset jumps over other workers' lines too; what
-        # this process wrote in total caps what it can have written to its logs.
-        written = min(grown, max(0, proc.write_chars - prev.write_chars))
+        # this process wrote in total caps what it can have written to its logs. And an
+        # offset that moved while the process wrote nothing at all moved for a process
+        # sharing its open file (a forked sibling or parent): not this worker's activity.
+        wrote = max(0, proc.write_chars - prev.write_chars)
+        written = min(grown, wrote)
+        advanced = advanced and wrote > 0
     return advanced, written, current
 
 
@@ -208,15 +216,28 @@ def judge(
 
     # Progress: the main thread's CPU and wakeups since the previous run.
     progressed = False
+    others: bool | None = None  # other threads' progress, read only when it matters
     dcpu_main = 0.0
     if proc is not None:
         memory.cpu, memory.main_cpu = proc.cpu_seconds, proc.main_cpu_seconds
         memory.voluntary, memory.write_chars = proc.main_voluntary, proc.write_chars
+        memory.others_voluntary = proc.others_voluntary
         if prev is not None and prev.voluntary is not None and prev.cpu is not None:
             verdict.cpu_delta = max(0.0, proc.cpu_seconds - prev.cpu)
             verdict.wakeups = max(0, proc.main_voluntary - prev.voluntary)
             dcpu_main = max(0.0, proc.main_cpu_seconds - (prev.main_cpu or 0.0))
             progressed = verdict.wakeups > 0 or dcpu_main > 0
+            # A main thread parked in a wait (join, lock, queue) has handed the work to
+            # other threads: theirs is the progress that counts. A main thread stuck in a
+            # socket read is stuck whatever an APM thread does, so that is not asked.
+            if (
+                not progressed
+                and delegates_to_threads(proc)
+                and proc.others_voluntary is not None
+                and prev.others_voluntary is not None
+            ):
+                others = proc.others_voluntary > prev.others_voluntary
+                progressed = others
         kept_progress = prev.last_progress if prev is not None else None
         memory.last_progress = now if progressed or kept_progress is None else kept_progress
         if _in_blocking_call(proc):
@@ -236,15 +257,21 @@ def judge(
     # The verdict itself.
     no_progress_for = now - memory.last_progress if memory.last_progress is not None else 0.0
     activity = advanced or beat or dcpu_main >= CLEAR_CPU
+    threads_unknown = (
+        proc is not None and delegates_to_threads(proc) and not progressed and others is None
+    )
     if proc is None or prev is None or prev.voluntary is None:
         if hb is not None and hb.state and silent_for < stall_after:
             state = WORKING if hb.state == "busy" else IDLE
         else:
             state = UNKNOWN
-    elif silent_for >= stall_after and no_progress_for >= stall_after:
+    elif silent_for >= stall_after and no_progress_for >= stall_after and not threads_unknown:
         state = STALLED
     elif prev.state == STALLED and not activity:
-        state = STALLED  # hysteresis: a wakeup alone does not clear a stall
+        # Hysteresis: a lone wakeup (a stack-dump signal, a spurious wake) does not clear
+        # a stall; wakeups on two runs in a row do, as does any log write, beat or CPU.
+        memory.wake_runs = prev.wake_runs + 1 if progressed else 0
+        state = STALLED if memory.wake_runs < RECOVERY_RUNS else IDLE
     elif (
         advanced
         or (hb is not None and hb.state == "busy" and silent_for < stall_after)
@@ -261,11 +288,24 @@ def judge(
     verdict.state = memory.state = state
     if state == STALLED:
         memory.stalled_since = prev.stalled_since if prev and prev.stalled_since else now
-    verdict.reason = _reason(verdict, obs, prev, now, silent_for, no_progress_for, log_since)
+        if prev is not None and prev.state == STALLED and no_progress_for < stall_after:
+            verdict.notes.insert(0, f"stalled for {ago(now - memory.stalled_since)}")
+    facts = _facts(verdict, obs, prev, now, silent_for, no_progress_for, log_since, others)
+    verdict.reason = "; ".join(text for text, _ in facts if text)
+    verdict.summary = "; ".join(dict.fromkeys(brief for _, brief in facts if brief))
     return verdict, memory
 
 
-def _reason(
+def delegates_to_threads(proc: ProcessObservation) -> bool:
+    """The main thread waits (not on an fd) in a process that has other threads."""
+    return proc.threads > 1 and proc.syscall_fd is None and proc.syscall not in (None, "running")
+
+
+# (with numbers, for people and events; without numbers, for the metric attribute)
+Fact = tuple[str, str]
+
+
+def _facts(
     v: WorkerVerdict,
     obs: WorkerObservation,
     prev: WorkerMemory | None,
@@ -273,64 +313,88 @@ def _reason(
     silent_for: float,
     no_progress_for: float,
     log_since: float | None,
-) -> str:
+    others: bool | None,
+) -> list[Fact]:
+    """The evidence behind a verdict, twice: exact, and stable from run to run.
+
+    The metric attribute ``worker.reason`` uses the stable form, so it changes only when
+    the situation does and does not mint a new time series every run; the exact numbers
+    are metrics of their own.
+    """
     proc, hb = obs.process, obs.heartbeat
-    parts: list[str] = []
+    facts: list[Fact] = []
+    if v.state == UNKNOWN and prev is None:
+        facts.append(("first sample, verdict from the next run", "first sample"))
+    elif v.state == UNKNOWN and proc is None:
+        facts.append(("process counters unreadable", "process counters unreadable"))
 
     if hb is not None and v.task_name:
         running = f" for {ago(v.task_seconds)}" if v.task_seconds is not None else ""
-        parts.append(f"busy on {v.task_name}{running}, beat {ago(v.heartbeat_age or 0)} ago")
+        age = ago(v.heartbeat_age or 0)
         if v.state == STALLED:
-            parts[-1] = parts[-1].replace("beat ", "no beat for ").replace(" ago", "")
+            text = f"busy on {v.task_name}{running}, no beat for {age}"
+            facts.append((text, f"busy on {v.task_name}, no beat"))
+        else:
+            facts.append(
+                (f"busy on {v.task_name}{running}, beat {age} ago", f"busy on {v.task_name}")
+            )
     elif hb is not None:
         idle = "idle heartbeat" if hb.state == "idle" else "heartbeat"
-        parts.append(f"{idle} {ago(v.heartbeat_age or 0)} ago")
+        facts.append((f"{idle} {ago(v.heartbeat_age or 0)} ago", idle))
 
     if v.bytes_written:
-        parts.append(f"log +{_bytes(v.bytes_written)} in {ago(v.interval_s or 0)}")
+        facts.append(
+            (f"log +{_bytes(v.bytes_written)} in {ago(v.interval_s or 0)}", "writing its log")
+        )
     elif log_since is not None:
-        parts.append(f"no log write for {ago(now - log_since)}")
+        facts.append((f"no log write for {ago(now - log_since)}", "no log write"))
     elif obs.log is not None and obs.log.source == "fd":
-        parts.append("no log file open")
+        facts.append(("no log file open", "no log file open"))
 
     if proc is not None:
-        parts.append(_thread_story(v, proc, no_progress_for))
+        facts.append(_thread_story(v, proc, no_progress_for, others))
     if v.cpu_delta is not None:
-        parts.append(f"cpu +{v.cpu_delta:.2f} s")
-
-    if v.state == UNKNOWN and prev is None:
-        parts.insert(0, "first sample, verdict from the next run")
-    elif v.state == UNKNOWN and proc is None:
-        parts.insert(0, "process counters unreadable")
-    elif v.state == STALLED and silent_for > 0 and not parts:
-        parts.append(f"silent for {ago(silent_for)}")
-    parts.extend(v.notes)
-    return "; ".join(p for p in parts if p)
+        brief = "on CPU" if v.interval_s and v.cpu_delta >= BUSY_CPU_SHARE * v.interval_s else ""
+        facts.append((f"cpu +{v.cpu_delta:.2f} s", brief))
+    if v.state == STALLED and silent_for > 0 and not facts:
+        facts.append((f"silent for {ago(silent_for)}", "silent"))
+    facts.extend((note, "" if note.startswith("stalled for") else note) for note in v.notes)
+    return facts
 
 
-def _thread_story(v: WorkerVerdict, proc: ProcessObservation, no_progress_for: float) -> str:
+def _thread_story(
+    v: WorkerVerdict, proc: ProcessObservation, no_progress_for: float, others: bool | None
+) -> Fact:
     if proc.state == "D":
         where = f" at {proc.wchan}" if proc.wchan else ""
-        return f"main thread in uninterruptible sleep (D){where}"
+        text = f"main thread in uninterruptible sleep (D){where}"
+        return text, text
     if proc.state in ("T", "t"):
-        return "process stopped (T)"
+        return "process stopped (T)", "process stopped (T)"
+    peer = f" on {v.blocked_peer}" if v.blocked_peer else ""
     if v.state == STALLED and v.blocked_syscall:
-        peer = f" on {v.blocked_peer}" if v.blocked_peer else ""
-        return (
-            f"main thread blocked in {v.blocked_syscall}{peer} "
-            f"for {ago(v.blocked_seconds or 0)}, 0 wakeups in {ago(no_progress_for)}"
+        where = f"main thread blocked in {v.blocked_syscall}{peer}"
+        wakeups = (
+            f"{v.wakeups} wakeups since the last run"
+            if v.wakeups
+            else f"0 wakeups in {ago(no_progress_for)}"
         )
+        return f"{where} for {ago(v.blocked_seconds or 0)}, {wakeups}", where
     if v.state == STALLED:
-        return f"main thread made no progress for {ago(no_progress_for)}"
+        return f"main thread made no progress for {ago(no_progress_for)}", "no progress"
+    if others:
+        where = f"main thread waits in {v.blocked_syscall or proc.syscall}"
+        return f"{where}; other threads active", f"{where}; other threads active"
     if v.wakeups:
         where = f" ({proc.syscall})" if proc.syscall and proc.syscall != "running" else ""
-        return f"main thread woke {v.wakeups} times in {ago(v.interval_s or 0)}{where}"
+        text = f"main thread woke {v.wakeups} times in {ago(v.interval_s or 0)}{where}"
+        return text, f"main thread wakes{where}"
     if proc.syscall == "running" or proc.state == "R":
-        return "main thread on CPU"
+        return "main thread on CPU", "main thread on CPU"
     if v.blocked_syscall and v.blocked_syscall not in WAIT_SYSCALLS and v.blocked_seconds:
-        peer = f" on {v.blocked_peer}" if v.blocked_peer else ""
-        return f"main thread in {v.blocked_syscall}{peer} for {ago(v.blocked_seconds)}"
-    return ""
+        where = f"main thread in {v.blocked_syscall}{peer}"
+        return f"{where} for {ago(v.blocked_seconds)}", where
+    return "", ""
 
 
 def gone(memory: WorkerMemory, now: float) -> tuple[WorkerVerdict, WorkerMemory]:
