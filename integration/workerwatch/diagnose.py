@@ -218,7 +218,9 @@ def py_spy(pid: int, timeout: float) -> tuple[bool, list[str]]:
         return False, ["py-spy is not on PATH (pip install py-spy gives the Python stack)"]
     try:
         done = subprocess.run(
-            [exe, "dump", "--pid", str(pid)],
+            # --nonblocking reads the stack without stopping the worker: a pause would wake
+            # its main thread and count as the very progress we are judging.
+            [exe, "dump", "--nonblocking", "--pid", str(pid)],
             capture_output=True,
             text=True,
             timeout=timeout,

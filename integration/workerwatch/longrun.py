@@ -29,7 +29,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import FrameType
 
 from workerwatch import cli, log
@@ -144,18 +144,26 @@ class CycleStats:
     cycles: int = 0
     failed: int = 0
     heartbeats: int = 0
-    cpu: list[float] = field(default_factory=list)
-    wall: list[float] = field(default_factory=list)
+    # Running totals, not per-cycle lists: a resident process must not grow with uptime.
+    measured: int = 0
+    cpu_total: float = 0.0
+    cpu_max: float = 0.0
+    wall_total: float = 0.0
+
+    def record(self, cpu: float, wall: float) -> None:
+        self.measured += 1
+        self.cpu_total += cpu
+        self.cpu_max = max(self.cpu_max, cpu)
+        self.wall_total += wall
 
     def summary(self) -> str:
-        if not self.cpu:
+        if not self.measured:
             return f"{self.cycles} cycles, {self.failed} failed"
-        cpu_ms = [c * 1000 for c in self.cpu]
-        wall_ms = [w * 1000 for w in self.wall]
         return (
             f"{self.cycles} cycles ({self.failed} failed), {self.heartbeats} heartbeats; "
-            f"cpu per cycle mean {sum(cpu_ms) / len(cpu_ms):.1f} ms, max {max(cpu_ms):.1f} ms; "
-            f"wall per cycle mean {sum(wall_ms) / len(wall_ms):.1f} ms"
+            f"cpu per cycle mean {self.cpu_total / self.measured * 1000:.1f} ms, "
+            f"max {self.cpu_max * 1000:.1f} ms; "
+            f"wall per cycle mean {self.wall_total / self.measured * 1000:.1f} ms"
         )
 
 
@@ -227,12 +235,9 @@ def run_loop(
             except Exception as exc:  # one bad cycle must not end the process
                 stats.failed += 1
                 log.error(f"cycle {stats.cycles} failed: {type(exc).__name__}: {exc}")
-            stats.cpu.append(cpu_seconds() - cpu0)
-            stats.wall.append(time.monotonic() - wall0)
-            log.debug(
-                f"cycle {stats.cycles}: cpu {stats.cpu[-1] * 1000:.1f} ms, "
-                f"wall {stats.wall[-1] * 1000:.1f} ms"
-            )
+            cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
+            stats.record(cpu, wall)
+            log.debug(f"cycle {stats.cycles}: cpu {cpu * 1000:.1f} ms, wall {wall * 1000:.1f} ms")
             if max_cycles and stats.cycles >= max_cycles:
                 break
             # Start to start, like the agent's runner; a cycle longer than the interval
