@@ -102,7 +102,10 @@ def test_payloads_at_the_interval_heartbeats_between_and_sigterm_exit(tmp_path, 
     assert len(payloads) == 4
     assert beats and all(ln == "{}\n" for ln in beats), "heartbeats are exactly '{}' lines"
     gaps = [b[0] - a[0] for a, b in itertools.pairwise(payloads)]
-    assert all(INTERVAL * 0.6 < g < INTERVAL * 3 for g in gaps), gaps
+    # Start-to-start scheduling: one slow cycle may be followed by a quick one, so bound
+    # the mean tightly and each gap loosely.
+    assert INTERVAL * 0.8 < sum(gaps) / len(gaps) < INTERVAL * 1.5, gaps
+    assert all(0 < g < INTERVAL * 3 for g in gaps), gaps
     # Heartbeats arrive between payloads, not only at the end.
     kinds = ["p" if ln.strip() != "{}" else "h" for _, ln in lines]
     assert re.search("ph+p", "".join(kinds)), kinds
@@ -192,10 +195,9 @@ def test_poisoned_state_file_does_not_end_the_process(tmp_path, tag, fleet):
     for _, line in lines:
         if line.strip() != "{}":
             check_line(line)
-    failures = [ln for ln in stderr.splitlines() if ln.startswith("[ERR]")]
-    assert all("failed" in ln for ln in failures), stderr
-    if failures:
-        assert "starting again with empty state" in stderr
+    # The wrongly typed entry is dropped on load: no cycle fails, and it is not kept.
+    assert "[ERR]" not in stderr, stderr
+    assert "old-worker" not in (state_dir / "state.json").read_text()
     assert code == 0
 
 
