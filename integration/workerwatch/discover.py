@@ -82,12 +82,32 @@ def _stat_fields(pid: int) -> tuple[str, int, int]:
     return rest[0], int(rest[1]), int(rest[19])
 
 
-def _read_proc(pid: int, need_unit: bool) -> _Proc | None:
+def _could_match(group: Group, pid: int, cmdline: str, pidfile_pids: dict[str, set[int]]) -> bool:
+    """The group's pidfile and cmdline rules hold (its unit rule is checked later)."""
+    rules = group.match
+    if rules.pidfile is not None and pid not in pidfile_pids[group.name]:
+        return False
+    return rules.cmdline is None or re.search(rules.cmdline, cmdline) is not None
+
+
+def _read_proc(
+    pid: int,
+    need_unit: bool,
+    groups: Sequence[Group] = (),
+    pidfile_pids: dict[str, set[int]] | None = None,
+) -> _Proc | None:
+    """The process's fields, or None when gone, a zombie, or (given ``groups``) no match.
+
+    With ``groups``, the command line is read first and a process no group can match is
+    left there: most of a host's processes then cost one read instead of two.
+    """
     try:
+        cmdline = read_text(f"/proc/{pid}/cmdline", 8192).replace("\x00", " ").strip()
+        if groups and not any(_could_match(g, pid, cmdline, pidfile_pids or {}) for g in groups):
+            return None
         state, ppid, start = _stat_fields(pid)
         if state in ("Z", "X"):
             return None
-        cmdline = read_text(f"/proc/{pid}/cmdline", 8192).replace("\x00", " ").strip()
         unit = unit_from_cgroup(read_text(f"/proc/{pid}/cgroup")) if need_unit else None
     except (ProcGone, PermissionError, ValueError, IndexError):
         return None
@@ -124,7 +144,7 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
     for pid in candidates:
         if pid in excluded:
             continue
-        proc = _read_proc(pid, need_unit)
+        proc = _read_proc(pid, need_unit, groups, pidfile_pids)
         if proc is None:
             continue
         for group in groups:

@@ -20,10 +20,11 @@ import pickle
 import select
 import signal
 import struct
+import sys
 import time
 import traceback
 from collections import Counter
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from workerwatch import log
@@ -76,6 +77,9 @@ _MEMORY_TYPES: dict[str, tuple[type, ...]] = {
 _LENGTH = struct.Struct(">I")
 # Children left hung in the kernel by earlier cycles; reaped once they come back.
 _abandoned: list[int] = []
+# Host phases run by this process: more than one means a resident process (``run``,
+# ``status --watch``), whose later children inherit what the parent has imported.
+_runs = 0
 
 
 def memory_from(raw: Any) -> WorkerMemory | None:
@@ -149,7 +153,7 @@ def observe_worker(
     """All host evidence for one process; None when it exited while we looked."""
     notes: list[str] = []
     try:
-        proc = process_probe.observe(worker.pid)
+        proc = process_probe.observe(worker.pid, always_wchan=False)
     except ProcGone:
         return None
     except (OSError, ValueError, IndexError) as exc:
@@ -177,7 +181,17 @@ class JudgedWorker:
     memory: dict[str, Any]
     key: str
     events: list[dict[str, Any]]
-    errors: Counter[str]
+    # A plain dict, not a Counter: unpickling a Counter runs Counter.update, which was a
+    # noticeable share of the parent's time per worker.
+    errors: dict[str, int]
+
+
+def memory_dict(memory: WorkerMemory) -> dict[str, Any]:
+    """What ``dataclasses.asdict`` gives for this flat record, without its deep copies."""
+    out = dict(vars(memory))
+    if out["log_pos"] is not None:
+        out["log_pos"] = dict(out["log_pos"])
+    return out
 
 
 def judge_worker(
@@ -211,7 +225,7 @@ def judge_worker(
         events.append(transition_event(verdict, "stalled"))
     elif verdict.previous_state == STALLED and verdict.state != STALLED:
         events.append(transition_event(verdict, "recovered"))
-    return JudgedWorker(verdict, asdict(memory), worker.key, events, errors)
+    return JudgedWorker(verdict, memory_dict(memory), worker.key, events, dict(errors))
 
 
 @dataclass
@@ -223,6 +237,7 @@ class HostSnapshot:
     current: str = "starting"
     finished: bool = False
     crash: str | None = None
+    child_imported_psutil: bool = False
 
     @property
     def unprobed(self) -> int:
@@ -267,7 +282,8 @@ def _child(
                     f"heartbeat {hb.path} names pid {hb.pid}, which is not running: "
                     "the worker died without cleaning up"
                 )
-    _send(fd, ("done",))
+    # Whether a peer lookup imported psutil here: a resident parent then imports it too.
+    _send(fd, ("done", "psutil" in sys.modules))
 
 
 def _close_inherited(keep: int) -> None:
@@ -300,6 +316,8 @@ def run(
     ``before_wait`` is called in the parent right after the fork, to start other work
     (the backlog thread) only once no fork can copy its threads.
     """
+    global _runs
+    _runs += 1
     _reap()
     read_fd, write_fd = os.pipe()
     pid = os.fork()
@@ -339,11 +357,17 @@ def run(
             os.kill(pid, signal.SIGKILL)
         _abandoned.append(pid)  # it may be stuck in the kernel; do not wait for it
         _reap()
+    if snapshot.child_imported_psutil and _runs > 1 and "psutil" not in sys.modules:
+        # The child imported psutil for a peer lookup (probes/peer.py imports it late, so
+        # a one-shot run without blocked workers never pays for it). A resident process
+        # imports it once here, so its later children inherit it instead of importing it
+        # again every cycle.
+        import psutil  # noqa: F401
     return snapshot
 
 
 def _gather(fd: int, snapshot: HostSnapshot, deadline: float) -> None:
-    buffer = b""
+    buffer = bytearray()
     while True:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -357,15 +381,21 @@ def _gather(fd: int, snapshot: HostSnapshot, deadline: float) -> None:
                 snapshot.crash = "host probe process ended unexpectedly"
             return
         buffer += chunk
-        while len(buffer) >= _LENGTH.size:
-            (size,) = _LENGTH.unpack_from(buffer)
-            if len(buffer) < _LENGTH.size + size:
+        # Messages are read at an offset and the consumed part dropped once per chunk:
+        # slicing the buffer after every message copied it hundreds of times per run.
+        pos = 0
+        while len(buffer) - pos >= _LENGTH.size:
+            (size,) = _LENGTH.unpack_from(buffer, pos)
+            start = pos + _LENGTH.size
+            if len(buffer) < start + size:
                 break
-            message = pickle.loads(buffer[_LENGTH.size : _LENGTH.size + size])
-            buffer = buffer[_LENGTH.size + size :]
+            with memoryview(buffer) as view:
+                message = pickle.loads(view[start : start + size])
+            pos = start + size
             _apply(snapshot, message)
             if snapshot.finished or snapshot.crash:
                 return
+        del buffer[:pos]
 
 
 def _apply(snapshot: HostSnapshot, message: tuple) -> None:
@@ -386,6 +416,7 @@ def _apply(snapshot: HostSnapshot, message: tuple) -> None:
             snapshot.errors.update(judged.errors)
     elif kind == "done":
         snapshot.finished = True
+        snapshot.child_imported_psutil = len(message) > 1 and bool(message[1])
     elif kind == "log":
         log.write(message[1], message[2])
     elif kind == "crash":

@@ -28,11 +28,14 @@ def read_bytes(path: str, limit: int = DEFAULT_LIMIT) -> bytes:
         chunks = []
         remaining = limit
         while remaining > 0:
-            chunk = os.read(fd, min(remaining, 65536))
-            if not chunk:
-                break
+            want = min(remaining, 65536)
+            chunk = os.read(fd, want)
             chunks.append(chunk)
             remaining -= len(chunk)
+            # /proc's seq_file reads fill the buffer until the end of the file, so a short
+            # read is the end: asking again only to get b"" doubled the reads per file.
+            if len(chunk) < want:
+                break
         return b"".join(chunks)
     except OSError as exc:
         if exc.errno in (errno.ENOENT, errno.ESRCH):

@@ -7,8 +7,6 @@ why it runs only for the few workers whose main thread sits in an fd syscall unw
 
 from __future__ import annotations
 
-import psutil
-
 
 def _format(addr: object) -> str | None:
     if not addr:
@@ -21,6 +19,10 @@ def _format(addr: object) -> str | None:
 
 def resolve(pid: int, fd: int) -> str | None:
     """``ip:port`` (or ``unix:path``) of the socket ``fd`` of ``pid``, None if not a socket."""
+    # Imported here: most runs resolve no peer, and psutil's import is a sizeable share
+    # of a one-shot run's CPU.
+    import psutil
+
     try:
         connections = psutil.Process(pid).net_connections(kind="all")
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):

@@ -40,14 +40,25 @@ def parse_syscall(text: str) -> tuple[str | None, int | None, int | None]:
     return name, nr, fd
 
 
+def _status_int(text: str, key: str) -> int:
+    """The number after ``key`` at the start of a line of a status file, else 0."""
+    # A search for the one line, not a split of all ~55: this runs for every worker.
+    if text.startswith(key):
+        start = 0
+    else:
+        start = text.find("\n" + key)
+        if start < 0:
+            return 0
+        start += 1
+    end = text.find("\n", start)
+    return int((text[start:] if end < 0 else text[start:end]).split()[1])
+
+
 def _ctx_switches(text: str) -> tuple[int, int]:
-    vol = invol = 0
-    for line in text.splitlines():
-        if line.startswith("voluntary_ctxt_switches:"):
-            vol = int(line.split()[1])
-        elif line.startswith("nonvoluntary_ctxt_switches:"):
-            invol = int(line.split()[1])
-    return vol, invol
+    return (
+        _status_int(text, "voluntary_ctxt_switches:"),
+        _status_int(text, "nonvoluntary_ctxt_switches:"),
+    )
 
 
 def _optional(path: str, limit: int = 256) -> str | None:
@@ -62,13 +73,19 @@ def _optional(path: str, limit: int = 256) -> str | None:
         raise
 
 
-def observe(pid: int) -> ProcessObservation:
-    """Read the process's progress counters; raises ``ProcGone`` if it exited."""
+def observe(pid: int, always_wchan: bool = True) -> ProcessObservation:
+    """Read the process's progress counters; raises ``ProcGone`` if it exited.
+
+    ``always_wchan=False`` reads the wait channel only for a main thread in uninterruptible
+    sleep (D), the one state whose verdict names it: one file fewer per worker per run.
+    """
     ticks = clock_ticks()
     proc = _stat(f"/proc/{pid}/stat")
     main = _stat(f"/proc/{pid}/task/{pid}/stat")
     vol, invol = _ctx_switches(read_text(f"/proc/{pid}/task/{pid}/status", 8192))
-    wchan = _optional(f"/proc/{pid}/task/{pid}/wchan")
+    wchan = None
+    if always_wchan or main[0] == "D":
+        wchan = _optional(f"/proc/{pid}/task/{pid}/wchan")
     raw_syscall = _optional(f"/proc/{pid}/task/{pid}/syscall")
     raw_io = _optional(f"/proc/{pid}/io", 4096)
     name = nr = fd = None
