@@ -24,8 +24,14 @@ format: $(STAMP)
 test: lint
 	$(VENV)/bin/pytest -q
 
+# The incident replayed on loopback (docs/demo.md); options with ARGS, e.g.
+# `make demo ARGS="--workers 6 --keep"`. Stops everything it started, also on Ctrl-C.
 demo: $(STAMP)
-	@echo "make demo: not yet: the incident replay lands with the demo issue."
+	$(PY) -m demo $(ARGS)
+
+# Cost of one collection at 5, 50 and 200 workers; writes bench/RESULTS.md (ARGS: --help).
+bench: $(STAMP)
+	$(PY) bench/bench_collect.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info integration/*.egg-info .pytest_cache .ruff_cache
