@@ -60,11 +60,25 @@ def hung_fs(tmp_path):
     fs.close()
 
 
+def _stuck_probe_children(config: Path) -> list[int]:
+    """Our probe children left in the kernel by runs with this config."""
+    found = []
+    for entry in os.listdir("/proc"):
+        try:
+            if (
+                entry.isdigit()
+                and str(config).encode() in Path(f"/proc/{entry}/cmdline").read_bytes()
+            ):
+                found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_hung_file_system_cannot_hang_the_run(tmp_path, tag, fleet, hung_fs):
     """Heartbeats on a dead 'NFS' mount: the run ends at its deadline with a full payload."""
-    fleet.start("sleeper")
-    fleet.start("sleeper")
-    wait_for(lambda: all(main_thread_blocked(p.pid) for p in fleet.procs))
+    sleepers = [fleet.start("sleeper"), fleet.start("sleeper")]
+    wait_for(lambda: all(main_thread_blocked(p.pid) for p in sleepers))
     config = write_config(
         tmp_path / "c.yml",
         {
@@ -76,10 +90,24 @@ def test_a_hung_file_system_cannot_hang_the_run(tmp_path, tag, fleet, hung_fs):
     (payload,), stderr, elapsed = run(config)
     assert elapsed < 6, f"the run took {elapsed:.1f} s"
     assert find(payload, "workerwatch.integration.errors", probe="deadline")[0]["value"] == 1
-    assert "deadline 2 s reached while probing heartbeat files" in stderr
+    assert "deadline 2 s reached while probing heartbeat files of group g" in stderr
     assert stderr.count("[ERR]") == 1
-    # Discovery finished before the hang: the group is counted, not reported missing.
+    # /proc evidence comes first: every worker is judged although the heartbeats hang.
     assert find(payload, "workerwatch.group.running")[0]["value"] == 2
+    assert {m["attributes"]["process.pid"] for m in find(payload, "workerwatch.worker.up")} == {
+        p.pid for p in sleepers
+    }
+    assert len(_stuck_probe_children(config)) == 1
+
+    # The next runs do not try the hung step again while its prober is stuck: no pile-up.
+    for _ in range(2):
+        (payload,), stderr, elapsed = run(config)
+        assert elapsed < 2, f"a skipped step costs nothing, took {elapsed:.1f} s"
+        assert "skipped heartbeats:g: a probe from an earlier run is still stuck in it" in stderr
+        assert find(payload, "workerwatch.integration.errors", probe="heartbeat")[0]["value"] == 1
+        reasons = [m["attributes"]["worker.reason"] for m in find(payload, "workerwatch.worker.up")]
+        assert all("heartbeat files unreadable this run" in r for r in reasons), reasons
+    assert len(_stuck_probe_children(config)) == 1
 
 
 def test_hostile_heartbeat_directory_never_leaks_content(tmp_path, tag, fleet):

@@ -22,7 +22,7 @@ from workerwatch.verdict import (
     gone,
     judge,
     judge_group,
-    looks_blocked,
+    no_progress_since,
 )
 
 T0 = 1_800_000_000.0
@@ -170,12 +170,11 @@ def test_clock_going_backwards_starts_over():
     assert back.state == UNKNOWN
 
 
-def test_looks_blocked_only_without_wakeups_in_an_fd_syscall():
+def test_costlier_evidence_only_for_a_main_thread_that_did_not_move():
     _, memory = judge(obs(proc(), logs(1)), "w", None, T0, 300)
-    assert looks_blocked(obs(proc()), memory)
-    assert not looks_blocked(obs(proc(vol=11)), memory)
-    assert not looks_blocked(obs(proc(fd=None, syscall="poll")), memory)
-    assert not looks_blocked(obs(proc()), None)
+    assert no_progress_since(proc(), memory)
+    assert not no_progress_since(proc(vol=11), memory)
+    assert not no_progress_since(proc(main_cpu=1.5), memory)
 
 
 def test_gone_and_group():

@@ -18,7 +18,9 @@ from typing import Any
 
 from workerwatch import hostphase, log
 from workerwatch.config import Config, Group
+from workerwatch.discover import stat_fields
 from workerwatch.observations import MetricSample
+from workerwatch.procfs import ProcGone
 from workerwatch.state import StateStore
 from workerwatch.verdict import (
     GONE,
@@ -40,6 +42,28 @@ class RunResult:
     backlog: list[MetricSample] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
     events: list[dict[str, Any]] = field(default_factory=list)
+
+
+def process_start(pid: int) -> int | None:
+    """Start time of ``pid`` in ticks since boot, or None when it is gone."""
+    try:
+        return stat_fields(pid)[2]
+    except (ProcGone, OSError, ValueError, IndexError):
+        return None
+
+
+def stuck_steps(raw: Any) -> dict[str, dict[str, Any]]:
+    """The remembered stuck steps whose probe child is still the same live process."""
+    alive = {}
+    for step, entry in (raw or {}).items() if isinstance(raw, dict) else ():
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("pid"), int)
+            and _is_number(entry.get("since"))
+            and process_start(entry["pid"]) == entry.get("start")
+        ):
+            alive[step] = entry
+    return alive
 
 
 def _is_number(value: Any) -> bool:
@@ -74,11 +98,21 @@ class Collector:
                 name="workerwatch-backlog",
                 daemon=True,
             )
+        # Steps that hung in an earlier run and whose probe child is still stuck are not
+        # tried again while it lives: one stuck child per hung step, not one per run.
+        stuck = stuck_steps(data["probes"].get("stuck"))
+        for step, entry in stuck.items():
+            errors["heartbeat" if step.startswith("heartbeats:") else "process"] += 1
+            since = time.strftime("%H:%M:%S", time.localtime(entry["since"]))
+            log.error(
+                f"skipped {step}: a probe from an earlier run is still stuck in it "
+                f"(pid {entry['pid']}, since {since})"
+            )
         # Fork the host phase before starting any thread: forking a threaded process
         # copies locks in whatever state other threads left them.
         host = hostphase.run(self.config, memories, names, now, deadline, before_wait=(
             backlog_thread.start if backlog_thread else None
-        ))  # fmt: skip
+        ), skip=frozenset(stuck))  # fmt: skip
         errors.update(host.errors)
         if host.crash:
             errors["host"] += 1
@@ -89,11 +123,17 @@ class Collector:
                 f"deadline {self.config.deadline:g} s reached while probing {host.current}; "
                 f"{host.unprobed} worker(s) not probed this run"
             )
+            if host.child is not None and host.discovered:
+                started = process_start(host.child)
+                if started is not None:
+                    stuck[host.step] = {"pid": host.child, "start": started, "since": now}
+        data["probes"]["stuck"] = stuck
+        judged = hostphase.judge_all(host, self.config, memories, names, now)
 
-        verdicts = [j.verdict for j in host.judged]
-        events = [e for j in host.judged for e in j.events]
-        new_memories = {j.key: j.memory for j in host.judged}
-        for j in host.judged:
+        verdicts = [j.verdict for j in judged]
+        events = [e for j in judged for e in j.events]
+        new_memories = {j.key: j.memory for j in judged}
+        for j in judged:
             names[j.verdict.name] = {"key": j.key, "pid": j.verdict.pid, "last_seen": now}
         live_keys = {w.key for w in host.workers}
         if host.discovered:

@@ -75,7 +75,7 @@ class _Proc:
     unit: str | None
 
 
-def _stat_fields(pid: int) -> tuple[str, int, int]:
+def stat_fields(pid: int) -> tuple[str, int, int]:
     raw = read_text(f"/proc/{pid}/stat")
     # comm may contain spaces and parentheses: split after the last ')'.
     rest = raw[raw.rindex(")") + 2 :].split()
@@ -105,7 +105,7 @@ def _read_proc(
         cmdline = read_text(f"/proc/{pid}/cmdline", 8192).replace("\x00", " ").strip()
         if groups and not any(_could_match(g, pid, cmdline, pidfile_pids or {}) for g in groups):
             return None
-        state, ppid, start = _stat_fields(pid)
+        state, ppid, start = stat_fields(pid)
         if state in ("Z", "X"):
             return None
         unit = unit_from_cgroup(read_text(f"/proc/{pid}/cgroup")) if need_unit else None
@@ -131,7 +131,9 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
     pidfile_pids = {
         g.name: _read_pidfiles(g.match.pidfile, problems) for g in groups if g.match.pidfile
     }
-    excluded = {os.getpid(), *exclude}
+    # Never ourselves: the host phase runs in a child of the integration, whose command
+    # line may well match a loose regex such as 'worker'.
+    excluded = {os.getpid(), os.getppid(), *exclude}
     if all(g.match.pidfile for g in groups):
         candidates: Iterable[int] = sorted(set().union(*pidfile_pids.values()))
     else:
@@ -145,7 +147,7 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
         if pid in excluded:
             continue
         proc = _read_proc(pid, need_unit, groups, pidfile_pids)
-        if proc is None:
+        if proc is None or is_integration(proc.cmdline):
             continue
         for group in groups:
             if _matches(group, proc, pidfile_pids):
@@ -161,12 +163,18 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
             except (ProcGone, PermissionError):
                 proc.unit = None
 
+    # A unit names a worker only when it holds exactly one top-level member: workers under
+    # supervisord, cron or a user session share one unit, and children share their parent's.
+    roots: dict[str, int] = {}
+    for proc in procs.values():
+        parent = procs.get(proc.ppid)
+        if proc.unit and not (parent is not None and parent.unit == proc.unit):
+            roots[proc.unit] = roots.get(proc.unit, 0) + 1
     workers = []
     for pid, proc in sorted(procs.items()):
         unit = proc.unit
         parent = procs.get(proc.ppid)
-        if unit and parent is not None and parent.unit == unit:
-            # A matching child in its parent's unit: same service, distinct worker.
+        if unit and (roots.get(unit, 0) > 1 or (parent is not None and parent.unit == unit)):
             unit = f"{unit}/{pid}"
         workers.append(
             Worker(
@@ -175,6 +183,15 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
                 create_time=round(boot + proc.start_ticks / ticks, 2),
                 unit=unit,
                 cmdline=proc.cmdline[:1024],
+                start_ticks=proc.start_ticks,
             )
         )
     return Discovery(workers, problems)
+
+
+_SELF = re.compile(r"(^|[\s/])(-m workerwatch|nri-workerwatch(\.pyz|-[^\s/]*\.pyz)?)(\s|$)")
+
+
+def is_integration(cmdline: str) -> bool:
+    """A process of nri-workerwatch itself (another run, status, a stuck probe child)."""
+    return _SELF.search(cmdline) is not None

@@ -8,9 +8,11 @@ would leave them without the host's ``nr.entity.id``).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -82,6 +84,11 @@ def metric(
     return out
 
 
+@functools.cache
+def host_name() -> str:
+    return clean_text(socket.gethostname(), 255)
+
+
 def default_interval_s() -> float:
     """The agent's interval (``NRI_CONFIG_INTERVAL``, e.g. ``30s`` or ``1m``) for a first run."""
     try:
@@ -96,7 +103,8 @@ def worker_attributes(v: WorkerVerdict) -> dict[str, Any]:
         "worker.group": v.group,
         "process.pid": v.pid,
         "worker.state": v.state,
-        "worker.reason": clean_text(v.reason, MAX_ATTRIBUTE),
+        # The number-free form: a stable series while the situation is unchanged.
+        "worker.reason": clean_text(v.summary or v.reason, MAX_ATTRIBUTE),
     }
 
 
@@ -199,7 +207,9 @@ def build_payload(result: RunResult, config: Config, sections: Sections) -> dict
         "common": {
             "timestamp": int(result.now * 1000),
             "interval.ms": int((result.interval_s or default_interval_s()) * 1000),
-            "attributes": {},
+            # The agent does not add the host's name to v4 metrics; push adds the same
+            # attribute, so alert facets read one name whichever way the data came.
+            "attributes": {"host.name": host_name()},
         },
         "metrics": all_metrics(result) if sections.metrics else [],
         "inventory": inventory(config) if sections.inventory else {},

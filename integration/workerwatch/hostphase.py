@@ -24,7 +24,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from workerwatch import log
@@ -41,8 +41,9 @@ from workerwatch.verdict import (
     STALLED,
     WorkerMemory,
     WorkerVerdict,
+    delegates_to_threads,
     judge,
-    looks_blocked,
+    no_progress_since,
     transition_event,
 )
 
@@ -195,25 +196,17 @@ def memory_dict(memory: WorkerMemory) -> dict[str, Any]:
 
 
 def judge_worker(
-    worker: Worker,
+    observation: WorkerObservation,
     group: Group,
-    beats: list[HeartbeatObservation],
     memories: dict[str, Any],
     names: dict[str, Any],
     now: float,
-) -> JudgedWorker | None:
-    errors: Counter[str] = Counter()
-    hb = match_heartbeat(worker, beats)
-    observation = observe_worker(worker, group, hb, errors)
-    if observation is None:
-        return None  # exited while we looked: counted by its absence
+) -> JudgedWorker:
+    """The verdict for one observed worker, with its memory and transition events."""
+    worker, hb = observation.worker, observation.heartbeat
     name = worker.unit or (hb.worker if hb and hb.worker else None)
     name = clean_text(name or f"{worker.group}:{worker.pid}")
     prev = memory_from(memories.get(worker.key))
-    if looks_blocked(observation, prev):
-        assert observation.process is not None and observation.process.syscall_fd is not None
-        peer = peer_probe.resolve(worker.pid, observation.process.syscall_fd)
-        observation = WorkerObservation(**{**observation.__dict__, "peer": peer})
     verdict, memory = judge(observation, name, prev, now, group.stall_after)
     verdict.started = worker.create_time
     events = []
@@ -225,25 +218,45 @@ def judge_worker(
         events.append(transition_event(verdict, "stalled"))
     elif verdict.previous_state == STALLED and verdict.state != STALLED:
         events.append(transition_event(verdict, "recovered"))
-    return JudgedWorker(verdict, memory_dict(memory), worker.key, events, dict(errors))
+    return JudgedWorker(verdict, memory_dict(memory), worker.key, events, {})
+
+
+def enrich(observation: WorkerObservation, prev: WorkerMemory | None) -> WorkerObservation:
+    """The costlier evidence, only for a worker whose main thread did not move since last run.
+
+    The socket peer of the fd it waits on, and when it waits on no fd while other threads
+    exist, those threads' wakeups (has it handed the work to them, or are they idle too?).
+    """
+    proc = observation.process
+    if proc is None or prev is None or not no_progress_since(proc, prev):
+        return observation
+    update: dict[str, Any] = {}
+    if proc.syscall_fd is not None:
+        update["peer"] = peer_probe.resolve(observation.worker.pid, proc.syscall_fd)
+    elif delegates_to_threads(proc):
+        others = process_probe.others_voluntary(observation.worker.pid)
+        update["process"] = replace(proc, others_voluntary=others)
+    return replace(observation, **update) if update else observation
 
 
 @dataclass
 class HostSnapshot:
     discovered: bool = False
     workers: list[Worker] = field(default_factory=list)
-    judged: list[JudgedWorker] = field(default_factory=list)
+    observed: list[WorkerObservation] = field(default_factory=list)
+    skipped: list[Worker] = field(default_factory=list)
+    heartbeats: dict[str, list[HeartbeatObservation]] = field(default_factory=dict)
     errors: Counter[str] = field(default_factory=Counter)
-    current: str = "starting"
+    step: str = "discovery"  # key of the step under way: "pid:N", "heartbeats:GROUP"
+    current: str = "discovery"  # the same, for people
     finished: bool = False
     crash: str | None = None
+    child: int | None = None
     child_imported_psutil: bool = False
 
     @property
     def unprobed(self) -> int:
-        return max(0, len(self.workers) - self.handled)
-
-    handled: int = 0
+        return max(0, len(self.workers) - len(self.observed) - len(self.skipped))
 
 
 def _send(fd: int, message: tuple) -> None:
@@ -254,7 +267,7 @@ def _send(fd: int, message: tuple) -> None:
 
 
 def _child(
-    fd: int, config: Config, memories: dict[str, Any], names: dict[str, Any], now: float
+    fd: int, config: Config, memories: dict[str, Any], now: float, skip: frozenset[str]
 ) -> None:
     groups = {g.name: g for g in config.groups}
     errors: Counter[str] = Counter()
@@ -262,20 +275,29 @@ def _child(
     for probe, message in found.problems:
         errors[probe] += 1
         log.error(message)
-    _send(fd, ("discovered", found.workers, errors))
-    _send(fd, ("step", "heartbeat files"))
-    errors = Counter()
-    heartbeats = read_heartbeats(config.groups, now, errors)
-    _send(fd, ("errors", errors))
+    _send(fd, ("discovered", found.workers, dict(errors)))
+    # /proc evidence first, heartbeat files after: a heartbeat directory on a dead mount
+    # must not keep every worker from being judged.
     for worker in found.workers:
-        _send(fd, ("step", f"pid {worker.pid} ({worker.group})"))
-        judged = judge_worker(
-            worker, groups[worker.group], heartbeats.get(worker.group, []), memories, names, now
-        )
-        _send(fd, ("worker", judged))
-    _send(fd, ("step", "heartbeat cleanup check"))
+        step = f"pid:{worker.pid}"
+        if step in skip:
+            _send(fd, ("skipped", worker))
+            continue
+        _send(fd, ("step", step, f"pid {worker.pid} ({worker.group})"))
+        errors = Counter()
+        observation = observe_worker(worker, groups[worker.group], None, errors)
+        if observation is not None:
+            observation = enrich(observation, memory_from(memories.get(worker.key)))
+        _send(fd, ("observed", worker, observation, dict(errors)))
     live = {w.pid for w in found.workers}
-    for beats in heartbeats.values():
+    for group in config.groups:
+        step = f"heartbeats:{group.name}"
+        if not group.heartbeats or step in skip:
+            continue
+        _send(fd, ("step", step, f"heartbeat files of group {group.name}"))
+        errors = Counter()
+        beats = read_heartbeats([group], now, errors).get(group.name, [])
+        _send(fd, ("heartbeats", group.name, beats, dict(errors)))
         for hb in beats:
             if hb.pid and hb.pid not in live and not os.path.exists(f"/proc/{hb.pid}"):
                 log.warn(
@@ -310,6 +332,7 @@ def run(
     now: float,
     deadline: float,
     before_wait: Any = None,
+    skip: frozenset[str] = frozenset(),
 ) -> HostSnapshot:
     """Run the host phase in a child; return what it produced by ``deadline`` (monotonic).
 
@@ -320,7 +343,14 @@ def run(
     _runs += 1
     _reap()
     read_fd, write_fd = os.pipe()
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        if before_wait is not None:
+            before_wait()
+        return HostSnapshot(crash=f"cannot fork the host probes: {exc.strerror or exc}")
     if pid == 0:  # the child: never returns
         status = 0
         try:
@@ -334,7 +364,7 @@ def run(
             log.set_sink(lambda level, text: _send(write_fd, ("log", level, text)))
             signal.signal(signal.SIGINT, signal.SIG_DFL)
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            _child(write_fd, config, memories, names, now)
+            _child(write_fd, config, memories, now, skip)
         except BaseException:
             status = 1
             with contextlib.suppress(BaseException):
@@ -344,11 +374,25 @@ def run(
     os.close(write_fd)
     if before_wait is not None:
         before_wait()
-    snapshot = HostSnapshot()
+    snapshot = HostSnapshot(child=pid)
     try:
         _gather(read_fd, snapshot, deadline)
+    except BaseException:
+        snapshot.finished = False  # whatever stopped us, the child is not waited for
+        raise
     finally:
         os.close(read_fd)
+        _settle(pid, snapshot)
+    if snapshot.child_imported_psutil and _runs > 1 and "psutil" not in sys.modules:
+        # The child imported psutil for a peer lookup (probes/peer.py imports it late, so
+        # a one-shot run without blocked workers never pays for it). A resident process
+        # imports it once here, so its later children inherit it instead of importing it
+        # again every cycle.
+        import psutil  # noqa: F401
+    return snapshot
+
+
+def _settle(pid: int, snapshot: HostSnapshot) -> None:
     if snapshot.finished or snapshot.crash:
         with contextlib.suppress(ChildProcessError):
             os.waitpid(pid, 0)
@@ -357,13 +401,6 @@ def run(
             os.kill(pid, signal.SIGKILL)
         _abandoned.append(pid)  # it may be stuck in the kernel; do not wait for it
         _reap()
-    if snapshot.child_imported_psutil and _runs > 1 and "psutil" not in sys.modules:
-        # The child imported psutil for a peer lookup (probes/peer.py imports it late, so
-        # a one-shot run without blocked workers never pays for it). A resident process
-        # imports it once here, so its later children inherit it instead of importing it
-        # again every cycle.
-        import psutil  # noqa: F401
-    return snapshot
 
 
 def _gather(fd: int, snapshot: HostSnapshot, deadline: float) -> None:
@@ -405,15 +442,16 @@ def _apply(snapshot: HostSnapshot, message: tuple) -> None:
         snapshot.workers = message[1]
         snapshot.errors.update(message[2])
     elif kind == "step":
-        snapshot.current = message[1]
-    elif kind == "errors":
-        snapshot.errors.update(message[1])
-    elif kind == "worker":
-        snapshot.handled += 1
-        judged: JudgedWorker | None = message[1]
-        if judged is not None:
-            snapshot.judged.append(judged)
-            snapshot.errors.update(judged.errors)
+        snapshot.step, snapshot.current = message[1], message[2]
+    elif kind == "observed":
+        if message[2] is not None:
+            snapshot.observed.append(message[2])
+        snapshot.errors.update(message[3])
+    elif kind == "skipped":
+        snapshot.skipped.append(message[1])
+    elif kind == "heartbeats":
+        snapshot.heartbeats[message[1]] = message[2]
+        snapshot.errors.update(message[3])
     elif kind == "done":
         snapshot.finished = True
         snapshot.child_imported_psutil = len(message) > 1 and bool(message[1])
@@ -421,3 +459,25 @@ def _apply(snapshot: HostSnapshot, message: tuple) -> None:
         log.write(message[1], message[2])
     elif kind == "crash":
         snapshot.crash = message[1]
+
+
+def judge_all(
+    snapshot: HostSnapshot,
+    config: Config,
+    memories: dict[str, Any],
+    names: dict[str, Any],
+    now: float,
+) -> list[JudgedWorker]:
+    """Judge every observed worker with its group's heartbeats (when they could be read)."""
+    groups = {g.name: g for g in config.groups}
+    judged = []
+    for observation in snapshot.observed:
+        group = groups[observation.worker.group]
+        if group.heartbeats and group.name not in snapshot.heartbeats:
+            # Not read this run (a hung mount, the deadline): the last known beat stands.
+            observation = replace(observation, heartbeat_unavailable=True)
+        elif group.heartbeats:
+            hb = match_heartbeat(observation.worker, snapshot.heartbeats[group.name])
+            observation = replace(observation, heartbeat=hb)
+        judged.append(judge_worker(observation, group, memories, names, now))
+    return judged

@@ -18,11 +18,14 @@ class Worker:
     create_time: float
     unit: str | None = None  # systemd service unit, e.g. "worker@3.service"
     cmdline: str = ""
+    start_ticks: int | None = None  # start time in clock ticks since boot
 
     @property
     def key(self) -> str:
-        # (pid, start time) so a recycled pid never inherits another process's history.
-        return f"{self.pid}:{self.create_time:.2f}"
+        # (pid, start) so a recycled pid never inherits another process's history. Ticks
+        # since boot, not wall time: a stepped clock moves the boot time computed from it.
+        start = self.start_ticks if self.start_ticks is not None else f"{self.create_time:.2f}"
+        return f"{self.pid}:{start}"
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,7 @@ class WorkerObservation:
     process: ProcessObservation | None = None
     peer: str | None = None  # socket peer of syscall_fd, resolved only when it looks blocked
     notes: tuple[str, ...] = ()  # evidence problems worth showing in the reason
+    heartbeat_unavailable: bool = False  # the group's heartbeat files could not be read
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,8 @@ STATES = (UNKNOWN, IDLE, WORKING, STALLED, GONE)
 
 CLEAR_CPU = 0.05  # seconds of main-thread CPU that count as a clear activity signal
 BUSY_CPU_SHARE = 0.05  # share of the interval on CPU that counts as working
+# A supervisor parked in wait4 lets its child processes work; they are judged themselves.
+WAITS_FOR_CHILDREN = frozenset({"wait4", "waitid"})
 RECOVERY_RUNS = 2  # runs in a row with wakeups that clear a stall without other activity
 
 
@@ -111,15 +113,16 @@ def _in_blocking_call(proc: ProcessObservation) -> bool:
     return proc.syscall not in (None, "running", "none")
 
 
-def looks_blocked(obs: WorkerObservation, prev: WorkerMemory | None) -> bool:
-    """True when the main thread sits in an fd syscall and has not woken since last run.
+def no_progress_since(proc: ProcessObservation, prev: WorkerMemory) -> bool:
+    """The main thread has neither woken nor run since the previous run.
 
-    Decides whether the (costlier) socket peer lookup is worth doing.
+    Decides whether the costlier evidence (socket peer, other threads) is worth reading.
     """
-    proc = obs.process
-    if proc is None or prev is None or prev.voluntary is None or proc.syscall_fd is None:
-        return False
-    return proc.main_voluntary == prev.voluntary and proc.main_cpu_seconds == prev.main_cpu
+    return (
+        prev.voluntary is not None
+        and proc.main_voluntary == prev.voluntary
+        and proc.main_cpu_seconds == prev.main_cpu
+    )
 
 
 def _log_delta(
@@ -209,8 +212,13 @@ def judge(
                 verdict.task_seconds = max(0.0, now - hb.task.started)
         if hb.problem:
             verdict.notes.append(f"heartbeat: {hb.problem}")
+    elif obs.heartbeat_unavailable and prev is not None:
+        # Unreadable this run: keep the last beat we saw rather than forget it.
+        memory.hb_seq, memory.hb_time = prev.hb_seq, prev.hb_time
+        verdict.notes.append("heartbeat files unreadable this run")
 
-    signals = [t for t in (log_since, hb.beat_time if hb else None) if t is not None]
+    last_beat = hb.beat_time if hb else memory.hb_time
+    signals = [t for t in (log_since, last_beat) if t is not None]
     silent_since = max(signals) if signals else first_seen
     silent_for = max(0.0, now - silent_since)
 
@@ -265,7 +273,12 @@ def judge(
             state = WORKING if hb.state == "busy" else IDLE
         else:
             state = UNKNOWN
-    elif silent_for >= stall_after and no_progress_for >= stall_after and not threads_unknown:
+    elif (
+        silent_for >= stall_after
+        and no_progress_for >= stall_after
+        and not threads_unknown
+        and proc.syscall not in WAITS_FOR_CHILDREN
+    ):
         state = STALLED
     elif prev.state == STALLED and not activity:
         # Hysteresis: a lone wakeup (a stack-dump signal, a spurious wake) does not clear
@@ -385,6 +398,9 @@ def _thread_story(
     if others:
         where = f"main thread waits in {v.blocked_syscall or proc.syscall}"
         return f"{where}; other threads active", f"{where}; other threads active"
+    if proc.syscall in WAITS_FOR_CHILDREN:
+        text = f"waits for its child processes ({proc.syscall})"
+        return text, text
     if v.wakeups:
         where = f" ({proc.syscall})" if proc.syscall and proc.syscall != "running" else ""
         text = f"main thread woke {v.wakeups} times in {ago(v.interval_s or 0)}{where}"

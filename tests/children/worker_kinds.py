@@ -63,6 +63,33 @@ def main():
             marker.write(" ".join(map(str, children)))
         while True:
             signal.pause()
+    elif mode in ("joiner", "stuckjoiner"):  # the main thread only waits for a worker thread
+        import threading
+
+        def work():
+            if mode == "joiner":
+                while True:
+                    time.sleep(0.1)
+            conn = socket.create_connection((args[0], int(args[1])))
+            conn.recv(1024)
+
+        thread = threading.Thread(target=work)
+        thread.start()
+        thread.join()
+    elif mode == "forkshare":  # a parent opens the log, forks a logger and a hung child
+        path, host, port = args[0], args[1], int(args[2])
+        handle = open(path, "a")  # noqa: SIM115 - shared by the children on purpose
+        log_line(handle, "parent started")
+        if os.fork() == 0:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+            while True:
+                log_line(handle, "child polled")
+                time.sleep(0.2)
+        if os.fork() == 0:
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)
+            socket.create_connection((host, port)).recv(1024)
+        while True:
+            os.wait()
     elif mode == "sleeper":
         while True:
             time.sleep(3600)

@@ -8,10 +8,13 @@ loop is stuck, so only the main thread's counters say whether the loop makes pro
 from __future__ import annotations
 
 import errno
+import os
 
 from workerwatch.observations import ProcessObservation
 from workerwatch.probes.syscalls import FD_SYSCALLS, name_of
 from workerwatch.procfs import ProcGone, clock_ticks, read_text
+
+MAX_THREADS = 4096  # threads read per worker at most
 
 
 def _stat(path: str) -> list[str]:
@@ -123,3 +126,24 @@ def _wchar(raw: str | None) -> int | None:
         if line.startswith("wchar:"):
             return int(line.split()[1])
     return None
+
+
+def others_voluntary(pid: int) -> int | None:
+    """Voluntary context switches summed over every thread but the main one.
+
+    Read only for a worker whose main thread waits on no fd without progress: whether the
+    other threads still wake tells "handed the work to a thread" from "all stuck".
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tids[:MAX_THREADS]:
+        if tid == str(pid):
+            continue
+        try:
+            total += _ctx_switches(read_text(f"/proc/{pid}/task/{tid}/status", 8192))[0]
+        except (ProcGone, OSError, ValueError):
+            continue  # a thread that ended while we looked
+    return total

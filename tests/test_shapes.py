@@ -1,0 +1,86 @@
+"""Worker shapes beyond one process, one thread: threads, forked children, ourselves."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.fleet import main_thread_blocked, run_integration, wait_for
+from tests.v4 import check_line, find, write_config
+
+
+def _config(tmp_path: Path, tag: str, **extra) -> Path:
+    group = {
+        "name": "g",
+        "match": {"cmdline": f"worker_kinds\\.py \\w+ {tag}"},
+        "stall_after": "1s",
+        **extra,
+    }
+    return write_config(
+        tmp_path / "c.yml", {"state_dir": str(tmp_path / "state"), "groups": [group]}
+    )
+
+
+def _states(payload) -> dict[int, tuple[str, str]]:
+    return {
+        m["attributes"]["process.pid"]: (
+            m["attributes"]["worker.state"],
+            m["attributes"]["worker.reason"],
+        )
+        for m in find(payload, "workerwatch.worker.up")
+    }
+
+
+def _runs(config: Path, count: int, gap: float = 1.2) -> dict:
+    payload = None
+    for i in range(count):
+        if i:
+            time.sleep(gap)
+        payload = check_line(run_integration(config)[0])
+    return payload
+
+
+def test_a_main_thread_waiting_for_a_busy_thread_is_not_stalled(
+    tmp_path, tag, fleet, silent_server
+):
+    busy = fleet.start("joiner")
+    stuck = fleet.start("stuckjoiner", "127.0.0.1", silent_server.port)
+    wait_for(lambda: len(silent_server.accepted) >= 1 and main_thread_blocked(busy.pid))
+    states = _states(_runs(_config(tmp_path, tag), 4))
+    assert states[busy.pid][0] == "idle", states[busy.pid]
+    assert "other threads active" in states[busy.pid][1]
+    assert states[stuck.pid][0] == "stalled", states[stuck.pid]
+
+
+def test_workers_sharing_one_inherited_log_file(tmp_path, tag, fleet, silent_server):
+    """A forked logger and a hung sibling share one open file: only the hung one is stalled."""
+    shared = tmp_path / "worker.log"
+    parent = fleet.start("forkshare", shared, "127.0.0.1", silent_server.port)
+    wait_for(
+        lambda: len(silent_server.accepted) >= 1 and shared.read_text().count("child polled") > 2
+    )
+    children = [
+        int(p) for p in Path(f"/proc/{parent.pid}/task/{parent.pid}/children").read_text().split()
+    ]
+    states = _states(_runs(_config(tmp_path, tag), 3))
+    assert set(states) == {parent.pid, *children}
+    by_state = {pid: state for pid, (state, _) in states.items()}
+    assert by_state[parent.pid] == "idle", states[parent.pid]
+    assert "waits for its child processes" in states[parent.pid][1]
+    assert sorted(by_state[c] for c in children) == ["stalled", "working"], states
+
+
+def test_the_integration_never_reports_itself(tmp_path):
+    """A regex that matches our own command line: neither the run nor its probe child."""
+    config = write_config(
+        tmp_path / "c.yml",
+        {
+            "state_dir": str(tmp_path / "state"),
+            "groups": [{"name": "self", "match": {"cmdline": "-m workerwatch --config"}}],
+        },
+    )
+    for _ in range(2):
+        payload = check_line(run_integration(config)[0])
+        assert find(payload, "workerwatch.worker.up") == []
+        assert find(payload, "workerwatch.group.running")[0]["value"] == 0
+        assert payload["data"][0]["events"] == []
