@@ -31,8 +31,10 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -50,6 +52,11 @@ START_TIMEOUT_S = 30.0
 
 # Werkzeug announces the bound port on stderr: " * Running on http://127.0.0.1:PORT".
 _RUNNING = re.compile(r"Running on http://127\.0\.0\.1:(\d+)")
+
+
+def _die_with_parent() -> None:
+    """PR_SET_PDEATHSIG: the server goes when whoever started it goes, even on kill -9."""
+    ctypes.CDLL(None).prctl(1, signal.SIGKILL)
 
 
 def isolated_aws_env(**extra: str) -> dict[str, str]:
@@ -93,6 +100,7 @@ class MotoServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=env,
+                preexec_fn=_die_with_parent,
             )
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:

