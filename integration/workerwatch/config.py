@@ -266,7 +266,10 @@ def load(path: str, use_cache: bool = True) -> Config:
     return Config.from_data(validated)
 
 
-_STATE_DIR_LINE = re.compile(r"""^state_dir:[ \t]*["']?(/[^"'#\s]*)["']?[ \t]*(?:#.*)?$""", re.M)
+# Block YAML (``state_dir: /x``) and flow style or JSON (``{"state_dir": "/x", ...}``). Only
+# the top level may hold this key (unknown keys are errors), and a wrong guess only costs
+# a validation.
+_STATE_DIR_LINE = re.compile(r"""["']?\bstate_dir["']?[ \t]*:[ \t]*["']?(/[^"'#,\s}\]]*)""")
 
 
 _SECRET_BEARING = ("swf", "sqs")  # sections whose endpoint_url may carry user:password@
