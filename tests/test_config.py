@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -152,3 +153,17 @@ def test_a_cache_others_could_write_is_ignored(tmp_path):
     cache.chmod(0o666)
     loaded, _ = _pydantic_loaded(path)
     assert loaded, "a group/world-writable cache is not trusted"
+
+
+def test_a_json_config_finds_its_cache_too(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(
+        json.dumps(
+            {
+                "state_dir": f"{tmp_path}/state",
+                "groups": [{"name": "g", "match": {"cmdline": "zzz-none"}}],
+            }
+        )
+    )
+    assert _pydantic_loaded(path)[0]
+    assert not _pydantic_loaded(path)[0]
