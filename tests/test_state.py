@@ -125,3 +125,26 @@ def test_a_poisoned_state_of_the_right_format_is_survived(tmp_path, tag, fleet):
     assert result.errors == {}
     saved = json.loads((tmp_path / "state.json").read_text())
     assert set(saved["names"]) == {f"g:{worker.pid}"}
+
+
+def test_a_full_disk_loses_one_save_not_the_run(tmp_path):
+    """A real full file system: a tiny tmpfs, filled up before the run saves."""
+    mountpoint = tmp_path / "tiny"
+    mountpoint.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mountpoint)],
+        capture_output=True,
+        check=False,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        with FileStateStore(str(mountpoint)) as store:
+            (mountpoint / "filler").write_bytes(b"x" * 60_000)
+            big = empty_state()
+            big["workers"] = {str(i): {"name": "w" * 200} for i in range(200)}
+            store.save(big)  # must not raise
+            assert len(store.problems) == 1 and "not saved" in store.problems[0]
+        assert not [p for p in os.listdir(mountpoint) if p.startswith(".state.")], "no temp left"
+    finally:
+        subprocess.run(["umount", "-l", str(mountpoint)], check=False)
