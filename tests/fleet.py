@@ -64,10 +64,15 @@ class Fleet:
         self.procs: list[subprocess.Popen] = []
 
     def start(
-        self, mode: str, *args: object, user: int | None = None, python: str | None = None
+        self,
+        mode: str,
+        *args: object,
+        user: int | None = None,
+        python: str | None = None,
+        script: Path = CHILD,
     ) -> subprocess.Popen:
         proc = subprocess.Popen(
-            [python or sys.executable, str(CHILD), mode, self.tag, *map(str, args)],
+            [python or sys.executable, str(script), mode, self.tag, *map(str, args)],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
