@@ -368,22 +368,14 @@ def _plan_policy(client: ng.NerdGraphClient, plan: Plan, doc: AlertsDocument) ->
     for c, state in desired:
         same = by_name.pop(c.name.casefold(), [])
         managed = [x for x in same if is_managed(x.get("description"))]
-        for other in same:
-            if other in managed:
-                continue
-            plan.changes.append(
-                Change(
-                    SKIP,
-                    "condition",
-                    str(other.get("name")),
-                    id=str(other.get("id")),
-                    note=(
-                        f"exists but is not managed by this tool (no {MANAGED_MARKER!r} in its "
-                        "description): left alone"
-                        + ("" if managed else f"; the definition {c.key!r} is not created")
-                    ),
-                )
-            )
+        _skip_unmanaged(
+            plan,
+            "condition",
+            same,
+            managed,
+            "id",
+            "" if managed else f"; the definition {c.key!r} is not created",
+        )
         if not managed:
             if not same:
                 plan.changes.append(_create_condition(wanted.name, c, state))
@@ -702,27 +694,16 @@ def plan_dashboards(
             _get_dashboard(client, e["guid"]) for e in _find_dashboards(client, account_id, d.name)
         ]
         managed = [e for e in found if is_managed(e.get("description"))]
-        for other in found:
-            if other in managed:
-                continue
-            plan.changes.append(
-                Change(
-                    SKIP,
-                    "dashboard",
-                    str(other.get("name")),
-                    id=str(other.get("guid")),
-                    note=(
-                        f"exists but is not managed by this tool (no {MANAGED_MARKER!r} in its "
-                        "description): left alone"
-                        + (
-                            ""
-                            if managed
-                            else "; not created next to it (choose another name with "
-                            "--set dashboard_name=...)"
-                        )
-                    ),
-                )
-            )
+        _skip_unmanaged(
+            plan,
+            "dashboard",
+            found,
+            managed,
+            "guid",
+            ""
+            if managed
+            else "; not created next to it (choose another name with --set dashboard_name=...)",
+        )
         if len(managed) > 1:
             guids = ", ".join(str(e.get("guid")) for e in managed)
             raise ng.NerdGraphError(
@@ -809,3 +790,24 @@ def render(plan: Plan, what: str) -> list[str]:
     summary = counts or "no changes"
     lines.append(f"Plan: {summary}; {unchanged} unchanged, {skipped} skipped (not managed).")
     return lines
+
+
+def _skip_unmanaged(
+    plan: Any, kind: str, same_name: list[dict], managed: list[dict], id_key: str, extra: str
+) -> None:
+    """Say, for each same-named resource not marked as ours, that it is left alone."""
+    for other in same_name:
+        if other in managed:
+            continue
+        plan.changes.append(
+            Change(
+                SKIP,
+                kind,
+                str(other.get("name")),
+                id=str(other.get(id_key)),
+                note=(
+                    f"exists but is not managed by this tool (no {MANAGED_MARKER!r} in its "
+                    "description): left alone" + extra
+                ),
+            )
+        )
