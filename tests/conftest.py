@@ -23,3 +23,27 @@ def silent_server():
     server = SilentServer()
     yield server
     server.close()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """On a whole-suite run: every catalogued metric was emitted by some real run."""
+    from pathlib import Path
+
+    from workerwatch.catalogue import CATALOGUE
+
+    from tests.v4 import EMITTED
+
+    option = session.config.option
+    collected = {Path(str(item.fspath)).name for item in session.items}
+    every_file = {p.name for p in Path(__file__).parent.glob("test_*.py")}
+    whole = collected == every_file and not option.keyword and not option.markexpr
+    if not whole or session.testsfailed or session.shouldstop:
+        return
+    never = sorted(set(CATALOGUE) - EMITTED)
+    writer = session.config.get_terminal_writer()
+    writer.line()
+    if never:
+        writer.line(f"catalogue lists metrics no test run emitted: {never}", red=True)
+        session.exitstatus = 1
+    else:
+        writer.line(f"catalogue: all {len(CATALOGUE)} metrics were emitted by real runs")

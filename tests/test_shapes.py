@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -84,3 +85,37 @@ def test_the_integration_never_reports_itself(tmp_path):
         assert find(payload, "workerwatch.worker.up") == []
         assert find(payload, "workerwatch.group.running")[0]["value"] == 0
         assert payload["data"][0]["events"] == []
+
+
+def test_a_restart_under_a_stable_name_is_counted(tmp_path, tag, fleet):
+    """The name comes from the heartbeat; a new pid behind it is a restart, not a new worker."""
+    beats = tmp_path / "hb"
+    beats.mkdir()
+
+    def beat_for(pid: int) -> None:
+        body = {
+            "version": 1,
+            "worker": "worker@7",
+            "pid": pid,
+            "time": time.time(),
+            "seq": 1,
+            "state": "idle",
+        }
+        (beats / "worker@7.json").write_text(json.dumps(body))
+
+    first = fleet.start("sleeper")
+    beat_for(first.pid)
+    config = _config(tmp_path, tag, heartbeats=f"{beats}/*.json")
+    check_line(run_integration(config)[0])
+    first.kill()
+    first.wait()
+    second = fleet.start("sleeper")
+    beat_for(second.pid)
+    wait_for(lambda: Path(f"/proc/{second.pid}/cmdline").read_bytes().count(tag.encode()))
+    payload = check_line(run_integration(config)[0])
+    (restarts,) = find(payload, "workerwatch.worker.restarts")
+    assert restarts["value"] == 1 and restarts["attributes"]["worker.name"] == "worker@7"
+    assert restarts["attributes"]["process.pid"] == second.pid
+    summaries = [e["summary"] for e in payload["data"][0]["events"]]
+    assert f"worker@7 restarted: pid {first.pid} -> {second.pid}" in summaries
+    assert not [s for s in summaries if "disappeared" in s], "a restart is not a disappearance"

@@ -16,6 +16,9 @@ from workerwatch.catalogue import CATALOGUE
 DATASET_KEYS = {"common", "metrics", "entity", "inventory", "events", "ignore_entity"}
 METRIC_TYPES = {"gauge", "count", "summary", "cumulative-count", "rate", "cumulative-rate"}
 MAX_LINE = 5 * 1024 * 1024
+# Every metric name any test saw in a checked payload: the session checks at its end that
+# the catalogue lists nothing that no run emitted (tests/conftest.py).
+EMITTED: set[str] = set()
 MAX_STRING = 4095
 
 
@@ -61,6 +64,7 @@ def check_line(line: str) -> dict[str, Any]:
             _scalar_attrs(m["attributes"], m["name"])
             if m["type"] == "count":
                 assert isinstance(m.get("interval.ms"), int) and m["interval.ms"] > 0, m
+            EMITTED.add(m["name"])
             spec = CATALOGUE.get(m["name"])
             assert spec is not None, f"{m['name']} is not in the catalogue"
             assert spec.type == m["type"], m
