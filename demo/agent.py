@@ -85,16 +85,7 @@ class Agent:
         """One run now; the next :meth:`run` is due ``interval`` after this one started."""
         started, t0 = time.time(), time.monotonic()
         self._next = t0 + self.interval
-        done = subprocess.run(
-            self._command(),
-            capture_output=True,
-            text=True,
-            timeout=RUN_TIMEOUT_S,
-            env=self.env,
-            stdin=subprocess.DEVNULL,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"integration exited {done.returncode}: {done.stderr}")
+        done = self._invoke()
         lines = done.stdout.splitlines(keepends=True)
         run = AgentRun(
             number=len(self.runs) + 1,
@@ -115,8 +106,12 @@ class Agent:
 
     def status(self) -> dict[str, Any]:
         """``nri-workerwatch status --json``: the operator's table, as data."""
+        return json.loads(self._invoke("status", "--json").stdout)
+
+    def _invoke(self, *args: str) -> subprocess.CompletedProcess:
+        """The integration, started the way the agent starts it; a failure raises."""
         done = subprocess.run(
-            self._command("status", "--json"),
+            self._command(*args),
             capture_output=True,
             text=True,
             timeout=RUN_TIMEOUT_S,
@@ -124,5 +119,6 @@ class Agent:
             stdin=subprocess.DEVNULL,
         )
         if done.returncode != 0:
-            raise RuntimeError(f"status exited {done.returncode}: {done.stderr}")
-        return json.loads(done.stdout)
+            what = args[0] if args else "integration"
+            raise RuntimeError(f"{what} exited {done.returncode}: {done.stderr}")
+        return done

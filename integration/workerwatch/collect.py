@@ -123,7 +123,9 @@ class Collector:
                 f"deadline {self.config.deadline:g} s reached while probing {host.current}; "
                 f"{host.unprobed} worker(s) not probed this run"
             )
-            if host.child is not None and host.discovered:
+            # Only steps the child can skip are remembered; a hang in discovery itself is
+            # bounded by the deadline each run.
+            if host.child is not None and host.step != "discovery":
                 started = process_start(host.child)
                 if started is not None:
                     stuck[host.step] = {"pid": host.child, "start": started, "since": now}

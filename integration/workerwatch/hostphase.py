@@ -128,30 +128,26 @@ def match_heartbeat(
     return None
 
 
-def read_heartbeats(
-    groups: list[Group], now: float, errors: Counter[str]
-) -> dict[str, list[HeartbeatObservation]]:
-    found: dict[str, list[HeartbeatObservation]] = {}
-    for group in groups:
-        if not group.heartbeats:
-            continue
-        try:
-            beats, problems = heartbeat_probe.observe(group.heartbeats, now)
-        except OSError as exc:
-            errors["heartbeat"] += 1
-            log.error(f"heartbeats {group.heartbeats}: {exc}")
-            continue
-        for problem in problems:
-            errors["heartbeat"] += 1
-            log.warn(problem)
-        found[group.name] = beats
-    return found
+def read_heartbeats(group: Group, now: float, errors: Counter[str]) -> list[HeartbeatObservation]:
+    """The group's heartbeat files; a file that cannot be used is counted and said once."""
+    pattern = group.heartbeats or ""
+    try:
+        beats, problems = heartbeat_probe.observe(pattern, now)
+    except OSError as exc:
+        errors["heartbeat"] += 1
+        log.error(f"heartbeats of group {group.name} ({pattern}): {exc}")
+        return []
+    for problem in problems:
+        errors["heartbeat"] += 1
+        log.warn(problem)
+    return beats
 
 
-def observe_worker(
-    worker: Worker, group: Group, hb: HeartbeatObservation | None, errors: Counter[str]
-) -> WorkerObservation | None:
-    """All host evidence for one process; None when it exited while we looked."""
+def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> WorkerObservation | None:
+    """The /proc evidence for one process; None when it exited while we looked.
+
+    Heartbeats are matched later, in the parent, once the group's files could be read.
+    """
     notes: list[str] = []
     try:
         proc = process_probe.observe(worker.pid, always_wchan=False)
@@ -171,9 +167,7 @@ def observe_worker(
         logs = None
     if logs is not None and logs.source != "fd" and group.logs:
         notes.append("fd table unreadable")
-    return WorkerObservation(
-        worker=worker, log=logs, heartbeat=hb, process=proc, notes=tuple(notes)
-    )
+    return WorkerObservation(worker=worker, log=logs, process=proc, notes=tuple(notes))
 
 
 @dataclass
@@ -285,7 +279,7 @@ def _child(
             continue
         _send(fd, ("step", step, f"pid {worker.pid} ({worker.group})"))
         errors = Counter()
-        observation = observe_worker(worker, groups[worker.group], None, errors)
+        observation = observe_worker(worker, groups[worker.group], errors)
         if observation is not None:
             observation = enrich(observation, memory_from(memories.get(worker.key)))
         _send(fd, ("observed", worker, observation, dict(errors)))
@@ -296,7 +290,7 @@ def _child(
             continue
         _send(fd, ("step", step, f"heartbeat files of group {group.name}"))
         errors = Counter()
-        beats = read_heartbeats([group], now, errors).get(group.name, [])
+        beats = read_heartbeats(group, now, errors)
         _send(fd, ("heartbeats", group.name, beats, dict(errors)))
         for hb in beats:
             if hb.pid and hb.pid not in live and not os.path.exists(f"/proc/{hb.pid}"):

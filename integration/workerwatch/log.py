@@ -10,7 +10,6 @@ import sys
 from collections.abc import Callable
 
 _verbose = False
-_said_once: set[str] = set()
 _sink: Callable[[str, str], None] | None = None
 
 
@@ -57,10 +56,3 @@ def error(message: str) -> None:
 
 def fatal(message: str) -> None:
     write("FATAL", message)
-
-
-def warn_once(key: str, message: str) -> None:
-    """Warn once per process, for conditions that would otherwise repeat every cycle."""
-    if key not in _said_once:
-        _said_once.add(key)
-        warn(message)
