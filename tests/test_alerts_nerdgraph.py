@@ -10,6 +10,7 @@ from workerwatch.alerts import MANAGED_MARKER, is_managed
 from workerwatch.alerts import nerdgraph as ng
 from workerwatch.alerts.cli import alerts_main, dashboards_main
 from workerwatch.alerts.models import load_alerts
+from workerwatch.output import retry
 
 from tests.nerdgraph.fake import FakeNerdGraph
 from tests.nerdgraph.schema import validation_errors
@@ -326,7 +327,7 @@ def test_persistent_throttling_gives_up_after_bounded_retries(fake, capsys, slee
     code, _, err = run(capsys, fake, "alerts", "plan")
     assert code == 1
     assert "throttling" in err
-    assert sleeps == [ng.MAX_RETRY_AFTER] * ng.MAX_RETRIES
+    assert sleeps == [retry.MAX_RETRY_AFTER] * ng.MAX_RETRIES
     assert fake.seen == []  # every attempt got a canned 429
 
 
@@ -383,9 +384,9 @@ def test_every_request_has_a_timeout() -> None:
 
 
 def test_retry_after_parsing() -> None:
-    assert ng._retry_after("3") == 3.0
-    assert ng._retry_after("-4") == 0.0
-    assert ng._retry_after("100000") == ng.MAX_RETRY_AFTER
-    assert ng._retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
-    assert ng._retry_after("soon") is None
-    assert ng._retry_after(None) is None
+    assert retry.retry_after("3") == 3.0
+    assert retry.retry_after("-4") == 0.0
+    assert retry.retry_after("100000") == retry.MAX_RETRY_AFTER
+    assert retry.retry_after("Wed, 21 Oct 2015 07:28:00 GMT") == 0.0
+    assert retry.retry_after("soon") is None
+    assert retry.retry_after(None) is None

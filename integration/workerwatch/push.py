@@ -25,7 +25,6 @@ telemetry SDK ``BatchDataSender``):
 from __future__ import annotations
 
 import argparse
-import email.utils
 import gzip
 import json
 import os
@@ -40,6 +39,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from workerwatch import INTEGRATION_NAME, __version__, cli, log
+from workerwatch.output import retry
 
 LICENSE_ENV = "NEW_RELIC_LICENSE_KEY"
 ACCOUNT_ENV = "NEW_RELIC_ACCOUNT_ID"
@@ -57,10 +57,7 @@ EVENT_TYPE = "WorkerWatchEvent"
 MAX_BODY = 1_000_000  # bytes per POST; the APIs answer 413 at 10^6 and above
 MAX_EVENTS_PER_POST = 500  # the agent's own event batch size (event_sender.go)
 DEFAULT_RETRY_AFTER = 10.0
-MAX_RETRY_AFTER = 60.0  # the Metric API's 429 lasts "for the rest of the minute"
 MAX_ATTEMPTS = 4  # per batch per flush, for 5xx / network errors
-BACKOFF_BASE = 1.0
-BACKOFF_MAX = 16.0
 DEFAULT_QUEUE = 120  # pending batches; each is < 1 MB compressed, usually a few KB
 RETRY_STATUSES = {408, 429}  # client-side codes that mean "later", not "never"
 
@@ -101,21 +98,9 @@ def _gzip(payload: Any) -> bytes:
 
 
 def retry_after(value: str | None, now: float | None = None) -> float:
-    """Seconds to wait from a ``Retry-After`` header (seconds or an HTTP date)."""
-    if not value:
-        return DEFAULT_RETRY_AFTER
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value).timestamp()
-        except (TypeError, ValueError, IndexError, OverflowError):
-            return DEFAULT_RETRY_AFTER
-        seconds = when - (time.time() if now is None else now)
-    if seconds != seconds:  # NaN
-        return DEFAULT_RETRY_AFTER
-    return min(MAX_RETRY_AFTER, max(0.0, seconds))
+    """Seconds to wait from a ``Retry-After`` header; ``DEFAULT_RETRY_AFTER`` without one."""
+    seconds = retry.retry_after(value, now)
+    return DEFAULT_RETRY_AFTER if seconds is None else seconds
 
 
 def host_attributes(labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -332,7 +317,7 @@ class Sender:
                 log.warn(f"HTTP 429 for {where}: retrying after {wait:g} s")
             else:
                 what = f"HTTP {status}" if status is not None else text
-                wait = min(BACKOFF_MAX, BACKOFF_BASE * 2 ** (failures - 1))
+                wait = retry.backoff(failures)
                 log.warn(f"{what} for {where}: attempt {failures} of {self.max_attempts}")
             if failures >= self.max_attempts:
                 return "later"

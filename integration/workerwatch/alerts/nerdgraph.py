@@ -12,11 +12,12 @@ executed; queries are also retried on server errors and timeouts.
 
 from __future__ import annotations
 
-import email.utils
 import json
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+
+from workerwatch.output.retry import backoff, retry_after
 
 ENDPOINTS = {
     "us": "https://api.newrelic.com/graphql",
@@ -25,7 +26,6 @@ ENDPOINTS = {
 
 DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read
 MAX_RETRIES = 3
-MAX_RETRY_AFTER = 60.0
 MAX_RESPONSE_BYTES = 50_000_000
 
 # errorClass values client-go treats as transient (internal/http/graphql.go).
@@ -295,7 +295,7 @@ class NerdGraphClient:
                 attempt += 1
                 if attempt > self.max_retries:
                     raise retry.final from None
-                delay = retry.delay if retry.delay is not None else float(2 ** (attempt - 1))
+                delay = retry.delay if retry.delay is not None else backoff(attempt)
                 self._log(
                     f"{operation}: {retry.final}; retry {attempt}/{self.max_retries} in {delay:g} s"
                 )
@@ -339,7 +339,7 @@ class NerdGraphClient:
                     f"{', ' + _THROTTLED if status != 429 else ''}); "
                     "at most 25 concurrent requests per user are allowed"
                 ),
-                delay=_retry_after(response.headers.get("Retry-After")),
+                delay=retry_after(response.headers.get("Retry-After")),
             )
         if status >= 500 or _has_class(errors, _RETRYABLE_QUERY_CLASSES):
             error = f"{operation}: NerdGraph server error (HTTP {status})"
@@ -443,24 +443,6 @@ def _has_class(errors: Any, classes: str | set[str]) -> bool:
         and e["extensions"].get("errorClass") in wanted
         for e in errors or []
     )
-
-
-def _retry_after(value: str | None) -> float | None:
-    """Seconds from a Retry-After header (delta-seconds or HTTP date), capped."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        seconds = when.timestamp() - time.time()
-    if seconds != seconds:  # NaN
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
 def _unknown_outcome(error: str) -> str:
