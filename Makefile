@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint format demo bench package install clean
+.PHONY: test test-fast lint format demo bench package install clean heartbeat-dist
 
 # The venv is rebuilt whenever pyproject.toml changes, so a fresh clone needs
 # nothing but Python and pip.
@@ -23,6 +23,11 @@ format: $(STAMP)
 
 test: lint
 	$(VENV)/bin/pytest -q
+
+# Everything but the tests marked slow (FUSE, moto, packaging, the 1,000-process scale test,
+# the end-to-end replay): a quick check while working; `make test` runs them all.
+test-fast: lint
+	$(VENV)/bin/pytest -q -m "not slow and not e2e"
 
 # The incident replayed on loopback (docs/demo.md); options with ARGS, e.g.
 # `make demo ARGS="--workers 6 --keep"`. Stops everything it started, also on Ctrl-C.
@@ -86,3 +91,8 @@ install:
 		$(PREFIX)$(DOC_DIR)/legacy-workerwatch-config.yml.sample
 	install -D -m 0644 README.md $(PREFIX)$(DOC_DIR)/README.md
 	install -D -m 0644 docs/operating.md $(PREFIX)$(DOC_DIR)/operating.md
+
+# The worker-side heartbeat library as its own wheel, standard library only (heartbeat/):
+# what a worker installs instead of the whole integration.
+heartbeat-dist: $(STAMP)
+	$(PY) -m pip wheel -q --no-deps --no-build-isolation -w $(DIST) heartbeat/

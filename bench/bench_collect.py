@@ -270,8 +270,8 @@ def floor_modules(config: Path, env: dict[str, str]) -> list[str]:
     return [n for n in names if n.split(".")[0] in RUNTIME_PACKAGES]
 
 
-# The /proc files the probes read per worker in a steady-state cycle (discover.py,
-# probes/process.py, probes/log.py); kept in step with them by hand.
+# The /proc files the probes read per worker in a steady-state cycle (host/discover.py,
+# host/process.py, host/log_offsets.py); kept in step with them by hand.
 _PER_WORKER = ("cmdline", "stat", "cgroup", "stat", "task/{pid}/stat", "task/{pid}/status",
                "task/{pid}/syscall", "io")  # fmt: skip
 

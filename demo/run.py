@@ -96,7 +96,7 @@ class Replay:
         self.say(f"run {run.number}: workers {workers} | {usage} | {backlog}")
 
     def table(self, agent: Agent) -> None:
-        from workerwatch.status import render
+        from workerwatch.commands.status import render
 
         self.say(f"$ nri-workerwatch status --config {agent.config}")
         doc = agent.status()

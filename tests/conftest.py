@@ -29,7 +29,7 @@ def pytest_sessionfinish(session, exitstatus):
     """On a whole-suite run: every catalogued metric was emitted by some real run."""
     from pathlib import Path
 
-    from workerwatch.catalogue import CATALOGUE
+    from workerwatch.output.catalogue import CATALOGUE
 
     from tests.v4 import EMITTED
 

@@ -18,7 +18,8 @@ from typing import Any
 
 import pytest
 import yaml
-from workerwatch.config import parse, parse_duration
+from workerwatch.config import parse
+from workerwatch.units import parse_duration
 
 from tests.test_longrun import LineReader
 from tests.v4 import check_line, find

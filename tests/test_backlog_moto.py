@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from workerwatch import backlog
-from workerwatch.config import Config
+from workerwatch.config import from_data
+from workerwatch.judge.memory import Probes
+from workerwatch.queues import aws, cadence
 
 from tests.fleet import run_integration
 from tests.moto_server import MotoServer
@@ -29,11 +30,11 @@ pytest_plugins = ["tests.moto_server"]
 
 @pytest.fixture(autouse=True)
 def _fresh_backlog_module():
-    backlog._INFLIGHT.clear()
-    backlog.forget_clients()
+    cadence._INFLIGHT.clear()
+    aws.forget_clients()
     yield
-    backlog._INFLIGHT.clear()
-    backlog.forget_clients()
+    cadence._INFLIGHT.clear()
+    aws.forget_clients()
 
 
 def _unique(prefix: str) -> str:
@@ -189,7 +190,7 @@ def test_swf_unknown_domain_against_moto(moto_server, monkeypatch):
     for key, value in moto_server.env().items():
         monkeypatch.setenv(key, value)
     missing = _unique("Missing")
-    config = Config.model_validate(
+    config = from_data(
         {
             "groups": [{"name": "none", "match": {"cmdline": "never-matches-anything-xyz"}}],
             "swf": {
@@ -198,7 +199,7 @@ def test_swf_unknown_domain_against_moto(moto_server, monkeypatch):
             },
         }
     )
-    outcome = backlog.collect(config, {}, time.time(), time.monotonic() + 10)
+    outcome = cadence.collect(config, Probes(), time.time(), time.monotonic() + 10)
     ((probe, message),) = outcome.errors
     assert probe == "swf" and f"Unknown domain: {missing}" in message
     assert "2 not made" in message, "the rest of an unknown domain is skipped"
@@ -243,7 +244,7 @@ def test_sqs_backlog_stuck_with_a_controlled_clock(tmp_path, moto_server, monkey
     sqs = moto_server.client("sqs")
     queue = _unique("stuck")
     url = sqs.create_queue(QueueName=queue)["QueueUrl"]
-    config = Config.model_validate(
+    config = from_data(
         {
             "state_dir": str(tmp_path),
             "groups": [
@@ -256,11 +257,11 @@ def test_sqs_backlog_stuck_with_a_controlled_clock(tmp_path, moto_server, monkey
             "sqs": {"endpoint_url": moto_server.url, "sample_every": 60, "queues": [queue]},
         }
     )
-    state: dict[str, Any] = {}
+    state = Probes()
     t0 = 1_800_000_000.0
 
     def run(offset: float) -> tuple[dict[str, float], dict[str, str]]:
-        outcome = backlog.collect(config, state, t0 + offset, time.monotonic() + 10)
+        outcome = cadence.collect(config, state, t0 + offset, time.monotonic() + 10)
         assert not outcome.errors, outcome.errors
         return {s.name: s.value for s in outcome.metrics}, outcome.group_notes
 
@@ -269,7 +270,7 @@ def test_sqs_backlog_stuck_with_a_controlled_clock(tmp_path, moto_server, monkey
     assert values["workerwatch.sqs.visibleMessages"] == 1
     assert values["workerwatch.sqs.backlogStuckSeconds"] == 0
     assert notes == {"starters": f"backlog: 1 message visible in {queue}"}
-    assert state["sqs"]["urls"] == {queue: url}, "the resolved URL is kept"
+    assert state.sqs.urls == {queue: url}, "the resolved URL is kept"
     sqs.send_message(QueueUrl=url, MessageBody="y")
     values, notes = run(600)
     assert values["workerwatch.sqs.backlogStuckSeconds"] == 600

@@ -13,16 +13,19 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
-from workerwatch import backlog
-from workerwatch.collect import Collector
-from workerwatch.config import Canary, Config
-from workerwatch.probes import swf as swf_probe
+from workerwatch.collector import Collector
+from workerwatch.config import Canary, Config, from_data
+from workerwatch.judge import memory
+from workerwatch.judge.memory import Probes, SavedState
+from workerwatch.output.catalogue import SWF_CANARY
+from workerwatch.queues import aws, cadence
 from workerwatch.state import FileStateStore, StateStore
 
 from tests.fleet import main_thread_blocked, run_integration, wait_for
@@ -138,11 +141,11 @@ def aws_env(monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
 
 @pytest.fixture(autouse=True)
 def _fresh_backlog_module() -> Iterator[None]:
-    backlog._INFLIGHT.clear()
-    backlog.forget_clients()
+    cadence._INFLIGHT.clear()
+    aws.forget_clients()
     yield
-    backlog._INFLIGHT.clear()
-    backlog.forget_clients()
+    cadence._INFLIGHT.clear()
+    aws.forget_clients()
 
 
 def _domain(name: str = "Publish", **extra: Any) -> dict[str, Any]:
@@ -398,26 +401,34 @@ def _in_process_config(fake: FakeSwf, tmp_path: Path, **extra: Any) -> Config:
         },
         **extra,
     }
-    return Config.model_validate(data)
+    return from_data(data)
+
+
+def _round_trip(probes: Probes, now: float) -> Probes:
+    """Through JSON and the saved-state checks, as the state file does between runs."""
+    saved = json.loads(json.dumps(memory.to_json(SavedState(probes=probes))))
+    loaded, dropped = memory.from_json(saved, now)
+    assert dropped == []
+    return loaded.probes
 
 
 def test_canary_that_never_completed_reports_the_searched_span(tmp_path, fake, aws_env):
     fake.handlers["ListClosedWorkflowExecutions"] = lambda body: _ok({"executionInfos": []})
     config = _in_process_config(fake, tmp_path)
-    domain = config.swf.domains[0].model_copy(
-        update={"canaries": [Canary(workflow_id="cron_FiveMinute", expect_every=600)]}
+    domain = replace(
+        config.swf.domains[0], canaries=[Canary(workflow_id="cron_FiveMinute", expect_every=600)]
     )
-    config = config.model_copy(update={"swf": config.swf.model_copy(update={"domains": [domain]})})
-    outcome = backlog.collect(config, {}, 1_800_000_000.0, time.monotonic() + 10)
+    config = replace(config, swf=replace(config.swf, domains=[domain]))
+    outcome = cadence.collect(config, Probes(), 1_800_000_000.0, time.monotonic() + 10)
     assert not outcome.errors
-    (canary,) = [s for s in outcome.metrics if s.name == swf_probe.CANARY]
+    (canary,) = [s for s in outcome.metrics if s.name == SWF_CANARY]
     assert canary.value == 86400  # at least a day: the span searched
     assert canary.attributes == {"swf.domain": "Publish", "swf.workflowId": "cron_FiveMinute"}
 
 
 def test_backlog_stuck_seconds_across_runs_with_a_controlled_clock(tmp_path, fake, aws_env):
     config = _in_process_config(fake, tmp_path)
-    state: dict[str, Any] = {}
+    state = Probes()
     t0 = 1_800_000_000.0
     # (seconds after t0, pending count SWF answers, expected stuck seconds, sampled?)
     steps = [
@@ -434,10 +445,10 @@ def test_backlog_stuck_seconds_across_runs_with_a_controlled_clock(tmp_path, fak
     for offset, count, stuck, sampled in steps:
         fake.set_counts(CountPendingActivityTasks=count)
         before = len(fake.calls)
-        outcome = backlog.collect(config, state, t0 + offset, time.monotonic() + 10)
+        outcome = cadence.collect(config, state, t0 + offset, time.monotonic() + 10)
         assert not outcome.errors
         # A round trip through JSON, as the state file does between runs.
-        state = json.loads(json.dumps(state))
+        state = _round_trip(state, t0 + offset)
         made = len(fake.calls) - before
         assert made == (3 if sampled else 0), (offset, made)
         by_name = {s.name: s for s in outcome.metrics}
@@ -453,11 +464,11 @@ def test_backlog_stuck_seconds_across_runs_with_a_controlled_clock(tmp_path, fak
 
 def test_a_clock_that_goes_back_resamples(tmp_path, fake, aws_env):
     config = _in_process_config(fake, tmp_path)
-    state: dict[str, Any] = {}
+    state = Probes()
     fake.set_counts(CountPendingActivityTasks=5)
-    backlog.collect(config, state, 1_800_000_060.0, time.monotonic() + 10)
+    cadence.collect(config, state, 1_800_000_060.0, time.monotonic() + 10)
     before = len(fake.calls)
-    outcome = backlog.collect(config, state, 1_800_000_000.0, time.monotonic() + 10)
+    outcome = cadence.collect(config, state, 1_800_000_000.0, time.monotonic() + 10)
     assert len(fake.calls) - before == 3
     stuck = [s for s in outcome.metrics if s.name == "workerwatch.swf.backlogStuckSeconds"]
     assert stuck[0].value == 0
@@ -467,19 +478,19 @@ def test_a_missing_operation_is_detected_once(tmp_path, fake, aws_env):
     """moto answers CountOpen/CountClosed with an HTML 500; said once, then not asked."""
     fake.handlers["CountOpenWorkflowExecutions"] = lambda body: (500, "<html>NotImplemented</html>")
     config = _in_process_config(fake, tmp_path)
-    state: dict[str, Any] = {}
-    first = backlog.collect(config, state, 1_800_000_000.0, time.monotonic() + 10)
+    state = Probes()
+    first = cadence.collect(config, state, 1_800_000_000.0, time.monotonic() + 10)
     assert len(first.errors) == 1
     assert "does not implement CountOpenWorkflowExecutions" in first.errors[0][1]
     assert not [s for s in first.metrics if s.name == "workerwatch.swf.openWorkflows"]
     fake.calls.clear()
-    second = backlog.collect(config, state, 1_800_000_060.0, time.monotonic() + 10)
+    second = cadence.collect(config, state, 1_800_000_060.0, time.monotonic() + 10)
     assert not second.errors
     assert "CountOpenWorkflowExecutions" not in fake.ops()
     assert [s for s in second.metrics if s.name == "workerwatch.swf.timedOutWorkflows"]
     # Asked again once the recheck time has passed.
-    later = 1_800_000_000.0 + backlog.UNSUPPORTED_RECHECK_S + 1
-    backlog.collect(config, state, later, time.monotonic() + 10)
+    later = 1_800_000_000.0 + memory.UNSUPPORTED_RECHECK_S + 1
+    cadence.collect(config, state, later, time.monotonic() + 10)
     assert "CountOpenWorkflowExecutions" in fake.ops()
 
 
@@ -519,22 +530,12 @@ def test_a_probe_cut_short_keeps_what_it_read(tmp_path, fake, aws_env):
     fake.set_counts(CountPendingActivityTasks=4)
     fake.hang("CountPendingDecisionTasks")
     config = _in_process_config(fake, tmp_path)
-    config = config.model_copy(
-        update={
-            "swf": config.swf.model_copy(
-                update={
-                    "timeout": 30,
-                    "domains": [
-                        config.swf.domains[0].model_copy(update={"decision_task_lists": ["D"]})
-                    ],
-                }
-            )
-        }
-    )
-    state: dict[str, Any] = {}
+    domain = replace(config.swf.domains[0], decision_task_lists=["D"])
+    config = replace(config, swf=replace(config.swf, timeout=30, domains=[domain]))
+    state = Probes()
     started = time.monotonic()
     # Long enough for the boto3 import and the first call, short of the hung one.
-    outcome = backlog.collect(config, state, 1_800_000_000.0, started + 1.5)
+    outcome = cadence.collect(config, state, 1_800_000_000.0, started + 1.5)
     assert time.monotonic() - started < 1.5
     names = {s.name: s.value for s in outcome.metrics}
     assert names["workerwatch.swf.pendingActivityTasks"] == 4
@@ -548,9 +549,10 @@ def test_a_probe_cut_short_keeps_what_it_read(tmp_path, fake, aws_env):
 
 def test_state_from_a_stranger_is_ignored_not_fatal(tmp_path, fake, aws_env):
     config = _in_process_config(fake, tmp_path)
-    state: dict[str, Any] = {}
-    backlog.collect(config, state, 1_800_000_000.0, time.monotonic() + 10)
-    entry = state["swf"]
+    state = Probes()
+    cadence.collect(config, state, 1_800_000_000.0, time.monotonic() + 10)
+    saved = memory.to_json(SavedState(probes=state))
+    entry = saved["probes"]["swf"]
     entry["values"] = [
         {"name": "workerwatch.worker.bogus", "value": 1, "attributes": {}},
         {"name": "workerwatch.swf.openWorkflows", "value": "NaN", "attributes": {}},
@@ -560,10 +562,14 @@ def test_state_from_a_stranger_is_ignored_not_fatal(tmp_path, fake, aws_env):
     ]
     entry["levels"] = {"k": "not a dict"}
     entry["units"] = "nope"
-    outcome = backlog.collect(config, state, 1_800_000_030.0, time.monotonic() + 10)
+    loaded, dropped = memory.from_json(json.loads(json.dumps(saved)), 1_800_000_030.0)
+    assert len(dropped) == 6, dropped  # four values, one level, the units: each said once
+    outcome = cadence.collect(config, loaded.probes, 1_800_000_030.0, time.monotonic() + 10)
     assert [(s.name, s.value) for s in outcome.metrics] == [("workerwatch.swf.openWorkflows", 7)]
-    state["swf"] = ["not", "a", "dict"]
-    outcome = backlog.collect(config, state, 1_800_000_040.0, time.monotonic() + 10)
+    saved["probes"]["swf"] = ["not", "a", "dict"]
+    loaded, dropped = memory.from_json(json.loads(json.dumps(saved)), 1_800_000_040.0)
+    assert len(dropped) == 1 and loaded.probes.swf is None
+    outcome = cadence.collect(config, loaded.probes, 1_800_000_040.0, time.monotonic() + 10)
     assert not outcome.errors and outcome.metrics
 
 
@@ -574,8 +580,8 @@ def test_the_state_store_survives_a_round_trip(tmp_path, fake, aws_env):
         Collector(config).collect(store, now=1_800_000_000.0)
     saved = json.loads((tmp_path / "state" / "state.json").read_text())
     assert saved["probes"]["swf"]["levels"]
-    memory = StateStore()
-    memory.data["probes"] = saved["probes"]
-    result = Collector(config).collect(memory, now=1_800_000_060.0)
+    in_memory = StateStore()
+    in_memory.raw = saved
+    result = Collector(config).collect(in_memory, now=1_800_000_060.0)
     stuck = [s for s in result.backlog if s.name == "workerwatch.swf.backlogStuckSeconds"]
     assert stuck[0].value == 60

@@ -10,12 +10,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from workerwatch import backlog
-from workerwatch.catalogue import CATALOGUE
 from workerwatch.config import ConfigError, parse
 from workerwatch.observations import MetricSample
-from workerwatch.probes import sqs as sqs_probe
-from workerwatch.probes import swf as swf_probe
+from workerwatch.output import catalogue as names
+from workerwatch.output.catalogue import CATALOGUE
+from workerwatch.queues import sqs as sqs_probe
+from workerwatch.queues import swf as swf_probe
+from workerwatch.queues.notes import group_notes
+from workerwatch.queues.stuck import stuck_update
 
 from tests.moto_server import isolated_aws_env
 from tests.v4 import check_line, find, write_config
@@ -141,7 +143,7 @@ def test_stuck_seconds_rules(steps, expected):
     record = None
     got = []
     for at, count in steps:
-        record, stuck = backlog.stuck_update(record, count, float(at))
+        record, stuck = stuck_update(record, count, float(at))
         got.append(stuck)
     assert got == expected
 
@@ -237,13 +239,13 @@ def test_group_notes_text():
     )
     tl = {"swf.domain": "Publish", "swf.taskList": "DefaultTaskList"}
     samples = [
-        MetricSample(swf_probe.PENDING_ACTIVITY, 0, tl),
-        MetricSample(swf_probe.STUCK, 0, {**tl, "swf.taskKind": "activity"}),
-        MetricSample(swf_probe.PENDING_DECISION, 1000, {**tl, "swf.truncated": True}),
-        MetricSample(swf_probe.STUCK, 1500, {**tl, "swf.taskKind": "decision"}),
-        MetricSample(sqs_probe.VISIBLE, 1, {"sqs.queue": "starter"}),
+        MetricSample(names.SWF_PENDING_ACTIVITY, 0, tl),
+        MetricSample(names.SWF_STUCK, 0, {**tl, "swf.taskKind": "activity"}),
+        MetricSample(names.SWF_PENDING_DECISION, 1000, {**tl, "swf.truncated": True}),
+        MetricSample(names.SWF_STUCK, 1500, {**tl, "swf.taskKind": "decision"}),
+        MetricSample(names.SQS_VISIBLE, 1, {"sqs.queue": "starter"}),
     ]
-    notes = backlog.group_notes(config, samples)
+    notes = group_notes(config, samples)
     assert notes == {
         "deciders": "backlog: at least 1000 decision tasks pending in Publish/DefaultTaskList, "
         "not decreasing for 25 min",
@@ -252,8 +254,8 @@ def test_group_notes_text():
 
 
 def test_catalogue_entries_the_probes_emit():
-    assert "swf.taskKind" in CATALOGUE[swf_probe.STUCK].attributes
-    for name in (swf_probe.PENDING_ACTIVITY, swf_probe.PENDING_DECISION, swf_probe.OPEN):
+    assert "swf.taskKind" in CATALOGUE[names.SWF_STUCK].attributes
+    for name in (names.SWF_PENDING_ACTIVITY, names.SWF_PENDING_DECISION, names.SWF_OPEN):
         assert "swf.truncated" in CATALOGUE[name].attributes
-    for name in (*sqs_probe.ATTRIBUTES.values(), sqs_probe.STUCK, sqs_probe.AGE):
+    for name in (*sqs_probe.ATTRIBUTES.values(), names.SQS_STUCK, names.SQS_AGE):
         assert CATALOGUE[name].attributes == ("sqs.queue",)

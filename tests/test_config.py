@@ -8,7 +8,8 @@ import subprocess
 import sys
 
 import pytest
-from workerwatch.config import ConfigError, parse, parse_duration
+from workerwatch.config import ConfigError, parse
+from workerwatch.units import parse_duration
 
 GOOD = """
 groups:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from workerwatch.config import Group
-from workerwatch.discover import discover, unit_from_cgroup
+from workerwatch.config import from_data
+from workerwatch.host.discover import discover, unit_from_cgroup
 
 from tests.fleet import wait_for
 
 
 def group(tag, **match):
-    return Group.model_validate({"name": "g", "match": match})
+    return from_data({"groups": [{"name": "g", "match": match}]}).groups[0]
 
 
 def test_unit_from_cgroup_v2_and_v1():

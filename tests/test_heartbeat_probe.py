@@ -6,7 +6,8 @@ import json
 import os
 import time
 
-from workerwatch.probes.heartbeat import MAX_BYTES, observe, parse, stem
+from workerwatch.host.heartbeat_files import MAX_BYTES, observe, parse
+from workerwatch.judge.naming import stem
 
 NOW = time.time()
 

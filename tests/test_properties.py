@@ -5,14 +5,15 @@ from __future__ import annotations
 import json
 import math
 import tempfile
-from dataclasses import asdict
 
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from workerwatch.config import Config, ConfigError, parse
-from workerwatch.emit import worker_metrics
-from workerwatch.hostphase import memory_from
+from workerwatch.host.heartbeat_files import parse as parse_heartbeat
+from workerwatch.judge.memory import SavedState, WorkerMemory, from_json, to_json
+from workerwatch.judge.states import STALLED
+from workerwatch.judge.verdict import judge
 from workerwatch.observations import (
     HeartbeatObservation,
     LogFd,
@@ -22,10 +23,9 @@ from workerwatch.observations import (
     Worker,
     WorkerObservation,
 )
-from workerwatch.probes.heartbeat import parse as parse_heartbeat
+from workerwatch.output.v4 import worker_metrics
 from workerwatch.sanitize import MAX_TEXT
 from workerwatch.state import FileStateStore
-from workerwatch.verdict import STALLED, WorkerMemory, judge
 
 NOW = 1_800_000_000.0
 # The suite shares two cores with real worker processes: no per-example deadline.
@@ -140,36 +140,48 @@ def test_a_worker_whose_log_advanced_within_stall_after_is_never_stalled(seq, st
         line = json.dumps(metrics, allow_nan=False)
         assert len(line) < 64_000
         assert all(len(str(v)) <= 4095 for m in metrics for v in m["attributes"].values())
-        restored = memory_from(json.loads(json.dumps(asdict(memory))))
+        restored = _round_trip(memory, t)
         assert restored == memory, "the state file round-trips the memory exactly"
 
 
-finite_json = st.recursive(
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**53), max_value=2**53)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20),
-    lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
-    ),
-    max_leaves=20,
-)
+def _round_trip(memory: WorkerMemory, now: float) -> WorkerMemory | None:
+    """Through JSON and the saved-state checks, as the state file does between runs."""
+    saved = json.loads(json.dumps(to_json(SavedState(workers={"k": memory}))))
+    state, dropped = from_json(saved, now)
+    assert dropped == []
+    return state.workers.get("k")
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.too_slow], max_examples=40)
-@given(st.dictionaries(st.text(max_size=10), finite_json, max_size=5))
-def test_state_file_round_trip(workers):
-    data = {"version": 1, "workers": workers, "names": {}, "probes": {"run": {"last": NOW}}}
+@given(st.dictionaries(st.text(min_size=1, max_size=10), st.integers(0, 2**40), max_size=5))
+def test_state_file_round_trip(log_pos_by_key):
+    state = SavedState(
+        workers={
+            key: WorkerMemory(
+                name="w",
+                group="g",
+                pid=7,
+                first_seen=NOW - 5,
+                last_seen=NOW,
+                log_pos={3: pos},
+                main_voluntary=pos,
+            )
+            for key, pos in log_pos_by_key.items()
+        }
+    )
     with tempfile.TemporaryDirectory() as directory:
         with FileStateStore(directory) as store:
-            store.save(data)
+            store.save(state)
         with FileStateStore(directory) as store:
-            assert store.load() == data and store.problems == []
+            assert store.load(NOW) == state and store.problems == []
 
 
-def test_memory_from_rejects_foreign_entries():
-    assert memory_from({"name": 3}) is None
-    assert memory_from("garbage") is None
-    good = WorkerMemory(name="w", group="g", pid=1, first_seen=1.0, last_seen=2.0, log_pos={3: 10})
-    assert memory_from(json.loads(json.dumps(asdict(good)))) == good
+def test_foreign_worker_entries_are_dropped():
+    good = WorkerMemory(
+        name="w", group="g", pid=1, first_seen=NOW - 2, last_seen=NOW - 1, log_pos={3: 10}
+    )
+    saved = to_json(SavedState(workers={"good": good}))
+    saved["workers"].update({"a": {"name": 3}, "b": "garbage"})
+    state, dropped = from_json(json.loads(json.dumps(saved)), NOW)
+    assert state.workers == {"good": good}
+    assert len(dropped) == 2 and all(d.startswith("workers[") for d in dropped)

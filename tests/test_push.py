@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 from werkzeug import Request, Response
-from workerwatch.catalogue import CATALOGUE
-from workerwatch.push import MAX_BODY, Sender, event_records, retry_after
+from workerwatch.output.catalogue import CATALOGUE
+from workerwatch.output.ingest_api import MAX_BODY, Sender, event_records, retry_after
 
 from tests.v4 import write_config
 

@@ -114,7 +114,7 @@ def test_a_hung_file_system_cannot_hang_the_run(tmp_path, tag, fleet, hung_fs):
     for _ in range(2):
         (payload,), stderr, elapsed = run(config)
         assert elapsed < 2, f"a skipped step costs nothing, took {elapsed:.1f} s"
-        assert "skipped heartbeats:g: a probe from an earlier run is still stuck in it" in stderr
+        assert "skipped heartbeats:g: a probe from an earlier run is still hung in it" in stderr
         assert find(payload, "workerwatch.integration.errors", probe="heartbeat")[0]["value"] == 1
         reasons = [m["attributes"]["worker.reason"] for m in find(payload, "workerwatch.worker.up")]
         assert all("heartbeat files unreadable this run" in r for r in reasons), reasons

@@ -7,22 +7,29 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import pytest
-from workerwatch.state import FORMAT_VERSION, FileStateStore, empty_state
+from workerwatch.judge.memory import FORMAT_VERSION, SavedState, WorkerMemory
+from workerwatch.state import FileStateStore
+
+NOW = time.time()
 
 
-def _save(state_dir, data):
+def _memory(name: str = "w") -> WorkerMemory:
+    return WorkerMemory(name=name, group="g", pid=1, first_seen=NOW - 10, last_seen=NOW - 5)
+
+
+def _save(state_dir, state):
     with FileStateStore(str(state_dir)) as store:
-        store.save(data)
+        store.save(state)
 
 
 def test_round_trip_and_atomic_replace(tmp_path):
-    data = empty_state()
-    data["workers"]["1:2.00"] = {"name": "w", "first_seen": 1.0}
-    _save(tmp_path, data)
+    state = SavedState(workers={"1:2.00": _memory()})
+    _save(tmp_path, state)
     with FileStateStore(str(tmp_path)) as store:
-        assert store.load() == data and store.problems == []
+        assert store.load(NOW) == state and store.problems == []
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".state.")], "no temp left"
 
 
@@ -32,6 +39,7 @@ def test_round_trip_and_atomic_replace(tmp_path):
         (b'{"version": 1, "workers": {', "truncated or not JSON"),
         (b"\x00\xff garbage", "truncated or not JSON"),
         (b'{"version": 99, "workers": {}, "names": {}, "probes": {}}', "format version 99"),
+        (b'{"version": 2, "workers": []}', "format version 2"),
         (b'{"version": 1, "workers": []}', "format version 1"),
         (b"[1, 2]", "format version None"),
     ],
@@ -39,40 +47,64 @@ def test_round_trip_and_atomic_replace(tmp_path):
 def test_bad_state_files_start_fresh_with_one_warning(tmp_path, capsys, content, words):
     (tmp_path / "state.json").write_bytes(content)
     with FileStateStore(str(tmp_path)) as store:
-        assert store.load() == empty_state()
+        assert store.load(NOW) == SavedState()
         assert len(store.problems) == 1 and words in store.problems[0]
     err = capsys.readouterr().err
     assert err.count("[WARN]") == 1 and words in err
+
+
+def test_a_format_1_file_is_read_in_format_2_names(tmp_path, capsys):
+    """Version 1 called the main thread's counter "voluntary" and hung steps "stuck"."""
+    entry = {"name": "w", "group": "g", "pid": 1, "first_seen": NOW - 10, "last_seen": NOW - 5}
+    hung = {"pid": 1, "start": 7, "since": NOW - 5}
+    old = {
+        "version": 1,
+        "workers": {"1:7": {**entry, "voluntary": 12}},
+        "names": {},
+        "probes": {"stuck": {"heartbeats:g": hung}},
+    }
+    (tmp_path / "state.json").write_text(json.dumps(old))
+    with FileStateStore(str(tmp_path)) as store:
+        state = store.load(NOW)
+        assert store.problems == []
+        assert state.workers["1:7"].main_voluntary == 12
+        assert state.probes.hung["heartbeats:g"].start == 7
+        store.save(state)
+    saved = json.loads((tmp_path / "state.json").read_text())
+    assert saved["version"] == FORMAT_VERSION == 2
+    assert "[WARN]" not in capsys.readouterr().err
 
 
 def test_unwritable_directory_still_runs(tmp_path):
     target = tmp_path / "file-not-dir"
     target.write_text("x")
     with FileStateStore(str(target / "state")) as store:
-        store.save(empty_state())  # must not raise
+        store.save(SavedState())  # must not raise
         assert store.problems and "unusable" in store.problems[0]
 
 
 def test_a_second_run_waits_for_the_lock_then_goes_read_only(tmp_path):
-    _save(tmp_path, empty_state())
+    _save(tmp_path, SavedState())
     with FileStateStore(str(tmp_path)) as holder:
         with FileStateStore(str(tmp_path), lock_wait=0.2) as second:
             assert not second.writable
             assert "locked by another run" in second.problems[0]
-            second.save(
-                {"version": FORMAT_VERSION, "workers": {"x": {}}, "names": {}, "probes": {}}
-            )
-        holder.save(empty_state())
+            second.save(SavedState(workers={"x": _memory()}))
+        holder.save(SavedState())
     assert json.loads((tmp_path / "state.json").read_text())["workers"] == {}
 
 
 def test_overlapping_real_runs_never_corrupt_the_file(tmp_path):
     """Two processes hammering the store: the file is always valid JSON of our format."""
     script = (
-        "import sys; from workerwatch.state import FileStateStore\n"
+        "import sys, time\n"
+        "from workerwatch.judge.memory import WorkerMemory\n"
+        "from workerwatch.state import FileStateStore\n"
         "for i in range(40):\n"
         "    with FileStateStore(sys.argv[1]) as s:\n"
-        "        d = s.load(); d['workers'][sys.argv[2] + str(i)] = {'n': i}; s.save(d)\n"
+        "        now = time.time(); d = s.load(now)\n"
+        "        d.workers[sys.argv[2] + str(i)] = WorkerMemory('w', 'g', 1, now, now)\n"
+        "        s.save(d)\n"
     )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(tmp_path), tag]) for tag in "ab"]
     errors = []
@@ -99,8 +131,8 @@ def test_overlapping_real_runs_never_corrupt_the_file(tmp_path):
 
 def test_a_poisoned_state_of_the_right_format_is_survived(tmp_path, tag, fleet):
     """Right version, wrong types inside: entries are dropped, the run completes."""
-    from workerwatch.collect import Collector
-    from workerwatch.config import Config
+    from workerwatch.collector import Collector
+    from workerwatch.config import from_data
 
     from tests.fleet import wait_for
 
@@ -115,7 +147,7 @@ def test_a_poisoned_state_of_the_right_format_is_survived(tmp_path, tag, fleet):
         "probes": {"run": {"last": "never"}},
     }
     (tmp_path / "state.json").write_text(json.dumps(poisoned))
-    config = Config.model_validate(
+    config = from_data(
         {"state_dir": str(tmp_path), "groups": [{"name": "g", "match": {"cmdline": tag}}]}
     )
     for _ in range(2):
@@ -141,8 +173,7 @@ def test_a_full_disk_loses_one_save_not_the_run(tmp_path):
     try:
         with FileStateStore(str(mountpoint)) as store:
             (mountpoint / "filler").write_bytes(b"x" * 60_000)
-            big = empty_state()
-            big["workers"] = {str(i): {"name": "w" * 200} for i in range(200)}
+            big = SavedState(workers={str(i): _memory("w" * 200) for i in range(200)})
             store.save(big)  # must not raise
             assert len(store.problems) == 1 and "not saved" in store.problems[0]
         assert not [p for p in os.listdir(mountpoint) if p.startswith(".state.")], "no temp left"

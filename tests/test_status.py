@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import yaml
-from workerwatch.status import render, use_colour
+from workerwatch.commands.status import render, use_colour
 
 from tests.fleet import main_thread_blocked, run_integration, wait_for
 from tests.v4 import write_config
@@ -163,5 +163,5 @@ def test_colour_only_on_a_terminal(monkeypatch):
     assert "\x1b[1;31m" in painted and "\x1b[0m" in painted
     plain = render(doc, colour=False)
     assert "\x1b[" not in plain
-    assert "FTPArticle 10m" in plain and "recvfrom 10.0.0.5:21 10m" in plain
+    assert "FTPArticle 10 min" in plain and "recvfrom 10.0.0.5:21 10 min" in plain
     assert "workerwatch.sqs.visibleMessages = 42  sqs.queue=q" in plain

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from workerwatch.judge.states import GONE, IDLE, STALLED, UNKNOWN, WORKING
+from workerwatch.judge.verdict import gone, judge, judge_group, no_progress_since
 from workerwatch.observations import (
     HeartbeatObservation,
     LogFd,
@@ -12,18 +14,7 @@ from workerwatch.observations import (
     Worker,
     WorkerObservation,
 )
-from workerwatch.verdict import (
-    GONE,
-    IDLE,
-    STALLED,
-    UNKNOWN,
-    WORKING,
-    ago,
-    gone,
-    judge,
-    judge_group,
-    no_progress_since,
-)
+from workerwatch.units import human_duration as ago
 
 T0 = 1_800_000_000.0
 W = Worker(group="g", pid=42, create_time=T0 - 1000, unit="worker@3.service")

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 import yaml
-from workerwatch.catalogue import CATALOGUE
+from workerwatch.output.catalogue import CATALOGUE
 
 DATASET_KEYS = {"common", "metrics", "entity", "inventory", "events", "ignore_entity"}
 METRIC_TYPES = {"gauge", "count", "summary", "cumulative-count", "rate", "cumulative-rate"}

@@ -1,7 +1,9 @@
 """Worker-side heartbeat: a progress beacon written from the worker's own work loop.
 
-Standard library only and cheap to import, because workers install just this module: it
-must not import anything else from ``workerwatch``.
+Standard library only and cheap to import, because workers install just this: it is its
+own distribution, ``workerwatch-heartbeat`` (``heartbeat/pyproject.toml``), without
+anything the integration needs. The integration bundles it and re-exports it as
+``workerwatch.heartbeat``.
 
 The beacon is only honest because it is written by the code path that can stall. A beat
 from a side thread, a timer or a parent process keeps a worker hung in ``recv()`` looking
@@ -51,6 +53,7 @@ __all__ = [
     "enable_stack_dump",
 ]
 
+__version__ = "0.1.0"
 FORMAT_VERSION = 1
 ENV_DIR = "WORKERWATCH_HEARTBEAT_DIR"
 ENV_WORKER = "WORKERWATCH_WORKER_NAME"

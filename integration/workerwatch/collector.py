@@ -2,34 +2,30 @@
 
 This is the only module that wires the phases together; the data flows one way and the
 result (``RunResult``) is all the emitters, the status table and the push client need.
-The host phase runs in a child process (see ``hostphase``), the queue-side probes in a
-thread with their own per-call timeouts; both end by the run's deadline.
+The host phase runs in a child process (``host.child``), the queue-side probes in a
+thread with their own per-call timeouts (``queues.cadence``); both end by the run's
+deadline. Judging (``judge.fleet``) happens here, in the parent.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import threading
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
-from workerwatch import hostphase, log
-from workerwatch.config import Config, Group
-from workerwatch.discover import stat_fields
+from workerwatch import log
+from workerwatch.config import Config
+from workerwatch.host import child
+from workerwatch.host.procfs import start_ticks
+from workerwatch.judge import fleet
+from workerwatch.judge.memory import HungStep, Probes, RunRecord, WorkerMemory
+from workerwatch.judge.states import GroupVerdict, WorkerVerdict
+from workerwatch.judge.verdict import judge_group
 from workerwatch.observations import MetricSample
-from workerwatch.procfs import ProcGone
 from workerwatch.state import StateStore
-from workerwatch.verdict import (
-    GONE,
-    GroupVerdict,
-    WorkerVerdict,
-    gone,
-    judge_group,
-    transition_event,
-)
 
 
 @dataclass
@@ -44,75 +40,51 @@ class RunResult:
     events: list[dict[str, Any]] = field(default_factory=list)
 
 
-def process_start(pid: int) -> int | None:
-    """Start time of ``pid`` in ticks since boot, or None when it is gone."""
-    try:
-        return stat_fields(pid)[2]
-    except (ProcGone, OSError, ValueError, IndexError):
-        return None
-
-
-def stuck_steps(raw: Any) -> dict[str, dict[str, Any]]:
-    """The remembered stuck steps whose probe child is still the same live process."""
-    alive = {}
-    for step, entry in (raw or {}).items() if isinstance(raw, dict) else ():
-        if (
-            isinstance(entry, dict)
-            and isinstance(entry.get("pid"), int)
-            and _is_number(entry.get("since"))
-            and process_start(entry["pid"]) == entry.get("start")
-        ):
-            alive[step] = entry
-    return alive
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+def live_hung_steps(hung: dict[str, HungStep]) -> dict[str, HungStep]:
+    """The remembered hung steps whose probe child is still the same live process."""
+    return {step: h for step, h in hung.items() if start_ticks(h.pid) == h.start}
 
 
 class Collector:
     def __init__(self, config: Config, clock: Any = time.time) -> None:
         self.config = config
         self.clock = clock
-        self.groups: dict[str, Group] = {g.name: g for g in config.groups}
 
     def collect(self, store: StateStore, now: float | None = None) -> RunResult:
         started = time.monotonic()
         now = self.clock() if now is None else now
         deadline = started + self.config.deadline
-        data = store.load()
+        state = store.load(now)
         errors: Counter[str] = Counter({"state": len(store.problems)})
         store.problems.clear()
-        run_state = data["probes"].get("run", {})
-        last_run = run_state.get("last") if isinstance(run_state, dict) else None
-        interval = now - last_run if isinstance(last_run, int | float) and now > last_run else None
-        memories: dict[str, Any] = data["workers"]
-        names: dict[str, Any] = data["names"]
+        last_run = state.probes.run.last if state.probes.run is not None else None
+        interval = now - last_run if last_run is not None and now > last_run else None
+        memories = state.workers
 
         backlog_box: dict[str, Any] = {}
         backlog_thread = None
         if self.config.swf is not None or self.config.sqs is not None:
             backlog_thread = threading.Thread(
                 target=self._backlog,
-                args=(data["probes"], now, deadline, backlog_box),
+                args=(state.probes, now, deadline, backlog_box),
                 name="workerwatch-backlog",
                 daemon=True,
             )
-        # Steps that hung in an earlier run and whose probe child is still stuck are not
-        # tried again while it lives: one stuck child per hung step, not one per run.
-        stuck = stuck_steps(data["probes"].get("stuck"))
-        for step, entry in stuck.items():
+        # Steps that hung in an earlier run and whose probe child is still hung are not
+        # tried again while it lives: one hung child per hung step, not one per run.
+        hung = live_hung_steps(state.probes.hung)
+        for step, entry in hung.items():
             errors["heartbeat" if step.startswith("heartbeats:") else "process"] += 1
-            since = time.strftime("%H:%M:%S", time.localtime(entry["since"]))
+            since = time.strftime("%H:%M:%S", time.localtime(entry.since))
             log.error(
-                f"skipped {step}: a probe from an earlier run is still stuck in it "
-                f"(pid {entry['pid']}, since {since})"
+                f"skipped {step}: a probe from an earlier run is still hung in it "
+                f"(pid {entry.pid}, since {since})"
             )
         # Fork the host phase before starting any thread: forking a threaded process
         # copies locks in whatever state other threads left them.
-        host = hostphase.run(self.config, memories, names, now, deadline, before_wait=(
+        host = child.run(self.config, memories, now, deadline, before_wait=(
             backlog_thread.start if backlog_thread else None
-        ), skip=frozenset(stuck))  # fmt: skip
+        ), skip=frozenset(hung))  # fmt: skip
         errors.update(host.errors)
         if host.crash:
             errors["host"] += 1
@@ -126,31 +98,34 @@ class Collector:
             # Only steps the child can skip are remembered; a hang in discovery itself is
             # bounded by the deadline each run.
             if host.child is not None and host.step != "discovery":
-                started = process_start(host.child)
-                if started is not None:
-                    stuck[host.step] = {"pid": host.child, "start": started, "since": now}
-        data["probes"]["stuck"] = stuck
-        judged = hostphase.judge_all(host, self.config, memories, names, now)
+                ticks = start_ticks(host.child)
+                if ticks is not None:
+                    hung[host.step] = HungStep(pid=host.child, start=ticks, since=now)
+        state.probes.hung = hung
+        judged = fleet.judge_all(
+            host.observed, host.heartbeats, self.config, memories, state.names, now
+        )
 
         verdicts = [j.verdict for j in judged]
         events = [e for j in judged for e in j.events]
-        new_memories = {j.key: j.memory for j in judged}
-        for j in judged:
-            names[j.verdict.name] = {"key": j.key, "pid": j.verdict.pid, "last_seen": now}
+        new_memories: dict[str, WorkerMemory] = {j.key: j.memory for j in judged}
         live_keys = {w.key for w in host.workers}
         if host.discovered:
             live_names = {v.name for v in verdicts}
-            verdicts.extend(self._gone(memories, new_memories, live_names, live_keys, now, events))
-        for key, raw in memories.items():
+            verdicts.extend(
+                fleet.judge_gone(
+                    memories, new_memories, live_names, live_keys, self.config, now, events
+                )
+            )
+        for key, memory in memories.items():
             # Not judged this run (deadline): keep its history untouched.
             if key not in new_memories and (not host.discovered or key in live_keys):
-                new_memories[key] = raw
-        for name in list(names):
-            seen = names[name].get("last_seen") if isinstance(names[name], dict) else None
-            if not _is_number(seen) or now - seen > self.config.forget_after:
-                del names[name]  # expired, or not something we wrote
+                new_memories[key] = memory
+        fleet.remember_names(state.names, judged, now, self.config.forget_after)
 
-        backlog, notes = self._backlog_result(backlog_thread, backlog_box, deadline, errors, data)
+        backlog, notes = self._backlog_result(
+            backlog_thread, backlog_box, deadline, errors, state.probes
+        )
         running = Counter(w.group for w in host.workers)
         # Without a finished discovery a group's count would read as "all missing".
         groups = [
@@ -164,10 +139,9 @@ class Collector:
             for g in self.config.groups
             if host.discovered
         ]
-        data["workers"] = new_memories
-        data["names"] = names
-        data["probes"]["run"] = {"last": now}
-        store.save(data)
+        state.workers = new_memories
+        state.probes.run = RunRecord(last=now)
+        store.save(state)
         errors.update({"state": len(store.problems)})
         return RunResult(
             now=now,
@@ -180,15 +154,13 @@ class Collector:
             events=events,
         )
 
-    def _backlog(
-        self, probes: dict[str, Any], now: float, deadline: float, box: dict[str, Any]
-    ) -> None:
-        from workerwatch import backlog as backlog_module
+    def _backlog(self, probes: Probes, now: float, deadline: float, box: dict[str, Any]) -> None:
+        from workerwatch.queues import cadence
 
         # Works on a copy: an abandoned thread must not change the state while it is saved.
-        mine = copy.deepcopy({k: v for k, v in probes.items() if k != "run"})
+        mine = Probes(swf=copy.deepcopy(probes.swf), sqs=copy.deepcopy(probes.sqs))
         try:
-            box["outcome"] = backlog_module.collect(self.config, mine, now, deadline)
+            box["outcome"] = cadence.collect(self.config, mine, now, deadline)
             box["probes"] = mine
         except Exception as exc:  # one failing probe must not end the run
             box["crash"] = f"{type(exc).__name__}: {exc}"
@@ -199,7 +171,7 @@ class Collector:
         box: dict[str, Any],
         deadline: float,
         errors: Counter[str],
-        data: dict[str, Any],
+        probes: Probes,
     ) -> tuple[list[MetricSample], dict[str, str]]:
         if thread is None:
             return [], {}
@@ -212,34 +184,9 @@ class Collector:
             log.error(f"deadline {self.config.deadline:g} s reached in the backlog probes")
         else:
             outcome = box["outcome"]
-            data["probes"].update(box["probes"])
+            probes.swf, probes.sqs = box["probes"].swf, box["probes"].sqs
             for probe, message in outcome.errors:
                 errors[probe] += 1
                 log.error(message)
             return outcome.metrics, outcome.group_notes
         return [], {}
-
-    def _gone(
-        self,
-        memories: dict[str, Any],
-        kept: dict[str, dict[str, Any]],
-        live_names: set[str],
-        live_keys: set[str],
-        now: float,
-        events: list[dict[str, Any]],
-    ) -> list[WorkerVerdict]:
-        verdicts = []
-        for key, raw in memories.items():
-            if key in kept or key in live_keys:
-                continue
-            memory = hostphase.memory_from(raw)
-            if memory is None or now - memory.last_seen > self.config.forget_after:
-                continue
-            if memory.group not in self.groups or memory.name in live_names:
-                continue  # restarted under the same name, or its group left the config
-            verdict, memory = gone(memory, now)
-            if verdict.previous_state != GONE:
-                events.append(transition_event(verdict, "disappeared"))
-            kept[key] = asdict(memory)
-            verdicts.append(verdict)
-        return verdicts

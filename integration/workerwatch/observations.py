@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from workerwatch.output.catalogue import CATALOGUE
+
 
 @dataclass(frozen=True)
 class Worker:
@@ -71,7 +73,7 @@ class ProcessObservation:
 
     cpu_seconds: float  # whole process, user + system
     main_cpu_seconds: float  # main thread only: a background thread cannot fake progress
-    main_voluntary: int  # main thread's voluntary context switches (its wakeups)
+    main_voluntary: int  # main thread's voluntary context switches (its wakeups, psutil's word)
     main_involuntary: int
     state: str  # /proc state letter of the main thread: R, S, D, Z, T ...
     wchan: str | None = None
@@ -96,9 +98,20 @@ class WorkerObservation:
     heartbeat_unavailable: bool = False  # the group's heartbeat files could not be read
 
 
+def _catalogued(sample: MetricSample) -> None:
+    """Checked when a sample is read back from the saved state (``records.load``)."""
+    spec = CATALOGUE.get(sample.name)
+    if spec is None:
+        raise ValueError(f"{sample.name!r} is not a catalogued metric")
+    if not set(sample.attributes) <= set(spec.attributes):
+        raise ValueError(f"{sample.name} does not carry {sorted(sample.attributes)}")
+
+
 @dataclass(frozen=True)
 class MetricSample:
     """A ready metric from a queue-side probe: name from the catalogue, gauge value."""
+
+    __checks__ = (_catalogued,)
 
     name: str
     value: float

@@ -1,9 +1,11 @@
 """The state file between runs: what the previous run saw, so deltas and "silent since" work.
 
 The agent starts the integration afresh every interval, so everything that spans runs lives
-here. Written atomically (temp file + rename in the same directory), guarded by an flock so
-overlapping runs take turns, and tolerant of a missing, truncated, garbage or foreign-format
-file: the run starts fresh and says so once on stderr, losing at worst one cycle of deltas.
+here; what it holds is defined in ``judge.memory``. Written atomically (temp file + rename in
+the same directory), guarded by an flock so overlapping runs take turns, and tolerant of a
+missing, truncated, garbage or foreign-format file: the run starts fresh and says so once on
+stderr, losing at worst one cycle of deltas. Entries that are not what we write are dropped
+with one warning (``judge.memory.from_json``).
 """
 
 from __future__ import annotations
@@ -18,38 +20,69 @@ import time
 from typing import Any
 
 from workerwatch import log
+from workerwatch.judge.memory import FORMAT_VERSION, MIGRATES, SavedState, from_json, to_json
 
-FORMAT_VERSION = 1
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
 MAX_STATE_BYTES = 64 * 1024 * 1024
 LOCK_WAIT = 5.0
 
 
-def empty_state() -> dict[str, Any]:
-    return {"version": FORMAT_VERSION, "workers": {}, "names": {}, "probes": {}}
+MAX_REPORTED = 3  # dropped entries named in the one warning
 
 
 def _valid(data: Any) -> bool:
     return (
         isinstance(data, dict)
-        and data.get("version") == FORMAT_VERSION
+        and (data.get("version") == FORMAT_VERSION or data.get("version") in MIGRATES)
         and all(isinstance(data.get(k), dict) for k in ("workers", "names", "probes"))
     )
 
 
 class StateStore:
-    """In-memory state (long-running mode keeps one; tests use it directly)."""
+    """In-memory state (long-running mode keeps one; tests use it directly).
+
+    ``load`` and ``save`` take and give the typed ``SavedState``; a file store reads the
+    file at ``__enter__`` and checks its entries at the first ``load``, against that run's
+    clock.
+    """
+
+    where = "saved state"
 
     def __init__(self) -> None:
-        self.data: dict[str, Any] = empty_state()
+        self.state: SavedState | None = None
+        self.raw: dict[str, Any] | None = None  # as read from the file, not yet checked
         self.problems: list[str] = []
 
-    def load(self) -> dict[str, Any]:
-        return self.data
+    def load(self, now: float) -> SavedState:
+        if self.state is None:
+            self.state = SavedState()
+            if self.raw is not None:
+                self.state, dropped = from_json(self.raw, now)
+                self.raw = None
+                if dropped:
+                    self._dropped(dropped)
+        return self.state
 
-    def save(self, data: dict[str, Any]) -> None:
-        self.data = data
+    def save(self, state: SavedState) -> None:
+        self.state = state
+
+    def reset(self) -> None:
+        """Forget everything (long-running mode after repeated failures)."""
+        self.state, self.raw = SavedState(), None
+
+    def _problem(self, message: str) -> None:
+        self.problems.append(message)
+        log.warn(message)
+
+    def _dropped(self, dropped: list[str]) -> None:
+        shown = "; ".join(dropped[:MAX_REPORTED])
+        more = f" (and {len(dropped) - MAX_REPORTED} more)" if len(dropped) > MAX_REPORTED else ""
+        entries = "entry" if len(dropped) == 1 else "entries"
+        self._problem(
+            f"{self.where}: dropped {len(dropped)} {entries} this version does not "
+            f"write: {shown}{more}"
+        )
 
     def __enter__(self) -> StateStore:
         return self
@@ -65,6 +98,7 @@ class FileStateStore(StateStore):
         super().__init__()
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE)
+        self.where = f"state file {self.path}"
         self.lock_wait = lock_wait
         self._lock_fd: int | None = None
         self.writable = True
@@ -95,7 +129,7 @@ class FileStateStore(StateStore):
                     self.writable = False
                     break
                 time.sleep(0.05)
-        self.data = self._read()
+        self.raw = self._read()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -104,18 +138,15 @@ class FileStateStore(StateStore):
                 os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
 
-    def _problem(self, message: str) -> None:
-        self.problems.append(message)
-        log.warn(message)
-
-    def _read(self) -> dict[str, Any]:
+    def _read(self) -> dict[str, Any] | None:
+        """The file's document when it is one of our formats; None (start fresh) otherwise."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
         except FileNotFoundError:
-            return empty_state()
+            return None
         except OSError as exc:
             self._problem(f"state file {self.path} unreadable ({exc.strerror}); starting fresh")
-            return empty_state()
+            return None
         try:
             with os.fdopen(fd, "rb") as handle:
                 raw = handle.read(MAX_STATE_BYTES + 1)
@@ -125,20 +156,21 @@ class FileStateStore(StateStore):
         except (OSError, ValueError, RecursionError) as exc:
             reason = "truncated or not JSON" if isinstance(exc, ValueError) else str(exc)
             self._problem(f"state file {self.path} {reason}; starting fresh")
-            return empty_state()
+            return None
         if not _valid(data):
             version = data.get("version") if isinstance(data, dict) else None
             self._problem(
                 f"state file {self.path} has format version {version!r}, "
                 f"expected {FORMAT_VERSION}; starting fresh"
             )
-            return empty_state()
+            return None
         return data
 
-    def save(self, data: dict[str, Any]) -> None:
-        self.data = data
+    def save(self, state: SavedState) -> None:
+        self.state = state
         if not self.writable:
             return
+        data = to_json(state)
         tmp = None
         try:
             fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.state_dir)

@@ -33,8 +33,8 @@ from workerwatch.alerts.params import (
     resolve,
     substitute,
 )
-from workerwatch.catalogue import CATALOGUE
-from workerwatch.config import parse_duration
+from workerwatch.output.catalogue import CATALOGUE
+from workerwatch.units import parse_duration
 
 METRIC_NAME = re.compile(r"workerwatch\.[A-Za-z.]+")
 MAX_DEFINITION_BYTES = 1_000_000

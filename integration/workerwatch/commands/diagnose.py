@@ -33,17 +33,18 @@ from collections.abc import Sequence
 from typing import Any
 
 from workerwatch import log
+from workerwatch.commands.common import add_operator_flags, load_operator_config, read_only_store
+from workerwatch.host import log_offsets, process
+from workerwatch.host.procfs import ProcGone
 from workerwatch.sanitize import clean_text
-from workerwatch.status import add_operator_flags, load_operator_config, read_only_store
+from workerwatch.units import human_duration, parse_duration
 
 _SS_USER = re.compile(r"pid=(\d+),fd=(\d+)")
 _SS_LAST = re.compile(r"\b(lastsnd|lastrcv|lastack):(\d+)")
 
 
 def _dur(seconds: float | None) -> str:
-    from workerwatch.verdict import ago
-
-    return "-" if seconds is None else ago(seconds)
+    return "-" if seconds is None else human_duration(seconds)
 
 
 def signal_caught(pid: int, signum: int) -> bool | None:
@@ -80,10 +81,6 @@ def _read(path: str, limit: int = 65536) -> str | None:
 
 
 def evidence(pid: int, verdict: Any, now: float) -> list[str]:
-    from workerwatch.probes import log as log_probe
-    from workerwatch.probes import process as process_probe
-    from workerwatch.procfs import ProcGone
-
     lines = []
     if verdict is not None:
         lines.append(f"worker {verdict.name} (group {verdict.group}), pid {pid}")
@@ -100,7 +97,7 @@ def evidence(pid: int, verdict: Any, now: float) -> list[str]:
         lines.append(f"  uptime     {_dur(now - verdict.started)} (started {started})")
     proc = None
     try:
-        proc = process_probe.observe(pid)
+        proc = process.observe(pid)
     except ProcGone:
         lines.append("  process    gone")
         return lines
@@ -135,7 +132,7 @@ def evidence(pid: int, verdict: Any, now: float) -> list[str]:
                 f"  blocked    {verdict.blocked_syscall}{peer} for {_dur(verdict.blocked_seconds)}"
             )
     try:
-        logs = log_probe.observe(pid, None)
+        logs = log_offsets.observe(pid, None)
         for fd in logs.fds:
             lines.append(f"  writes     fd {fd.fd} {fd.path} (offset {fd.pos})")
     except (ProcGone, OSError, ValueError):
@@ -314,8 +311,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     ns = build_parser().parse_args(list(argv))
     log.set_verbose(bool(ns.verbose))
-    from workerwatch.config import parse_duration
-
     try:
         timeout, wait = parse_duration(ns.timeout), parse_duration(ns.wait)
     except ValueError as exc:
@@ -323,7 +318,7 @@ def main(argv: Sequence[str]) -> int:
         return 1
     config = load_operator_config(ns)
 
-    from workerwatch.collect import Collector
+    from workerwatch.collector import Collector
 
     with read_only_store(config.state_dir) as store:
         result = Collector(config).collect(store)
@@ -340,9 +335,7 @@ def main(argv: Sequence[str]) -> int:
     out = evidence(pid, verdict, result.now)
     blocked_fd = None
     with contextlib.suppress(Exception):
-        from workerwatch.probes import process as process_probe
-
-        blocked_fd = process_probe.observe(pid).syscall_fd
+        blocked_fd = process.observe(pid).syscall_fd
     out.append("")
     out.append("sockets:")
     out.extend(sockets(pid, blocked_fd))

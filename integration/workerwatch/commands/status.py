@@ -14,17 +14,16 @@ With ``--watch`` the later refreshes use status's own in-memory history.
 
 Where the config comes from, for an operator who has no ``CONFIG_PATH``: ``--config``,
 ``CONFIG_PATH``, ``WORKERWATCH_CONFIG``, else the inline ``config:`` of the first
-nri-workerwatch entry in the agent's ``/etc/newrelic-infra/integrations.d/*.yml``.
+nri-workerwatch entry in the agent's ``/etc/newrelic-infra/integrations.d/*.yml``
+(``commands.common.load_operator_config``).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import json
 import os
-import re
 import socket
 import sys
 import time
@@ -32,125 +31,15 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from workerwatch import INTEGRATION_NAME, cli, log
-
-AGENT_CONFIG_DIR = "/etc/newrelic-infra/integrations.d"
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+from workerwatch import INTEGRATION_NAME, log
+from workerwatch.commands.common import add_operator_flags, load_operator_config, read_only_store
+from workerwatch.units import human_duration, parse_duration
 
 # ANSI colours by state; only on a terminal, and never with NO_COLOR set.
 _COLOURS = {"stalled": "1;31", "gone": "31", "unknown": "33", "working": "32", "idle": "36"}
 
 
-# --- configuration -------------------------------------------------------------------
-
-
-def _agent_entries(path: str) -> list[tuple[str, Any]]:
-    """(label, inline config) of nri-workerwatch entries in one agent config file."""
-    import yaml
-
-    try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read(1_000_000)
-    except OSError:
-        return []
-
-    # The agent replaces {{VAR}} from its own environment before parsing the YAML
-    # (pkg/config/envvar/envvar.go); do the same so the config reads as the agent sees it.
-    def env(match: re.Match[str]) -> str:
-        return os.environ.get(match.group(1), match.group(0))
-
-    try:
-        data = yaml.safe_load(_PLACEHOLDER.sub(env, text))
-    except yaml.YAMLError:
-        return []
-    out = []
-    entries = data.get("integrations") if isinstance(data, dict) else None
-    for entry in entries if isinstance(entries, list) else []:
-        if not isinstance(entry, dict) or "config" not in entry:
-            continue
-        command = entry.get("exec")
-        words = command if isinstance(command, list) else str(command or "").split()
-        if entry.get("name") == INTEGRATION_NAME or any(
-            str(w).rstrip("/").endswith(INTEGRATION_NAME) for w in words
-        ):
-            out.append((f"{path} (inline config of {entry.get('name')})", entry["config"]))
-    return out
-
-
-def find_agent_config(directory: str = AGENT_CONFIG_DIR) -> tuple[str, str] | None:
-    """(label, YAML text) of the first inline nri-workerwatch config in the agent's files."""
-    import yaml
-
-    for path in sorted(glob.glob(os.path.join(directory, "*.yml"))) + sorted(
-        glob.glob(os.path.join(directory, "*.yaml"))
-    ):
-        for label, inline in _agent_entries(path):
-            text = inline if isinstance(inline, str) else yaml.safe_dump(inline)
-            return label, text
-    return None
-
-
-def load_operator_config(ns: argparse.Namespace) -> Any:
-    """The config for an operator command: explicit first, then the agent's inline one."""
-    if ns.config or os.environ.get("CONFIG_PATH") or os.environ.get("WORKERWATCH_CONFIG"):
-        return cli.load_config_or_exit(ns.config, ns.state_dir)
-    from workerwatch.config import ConfigError, parse
-
-    source = getattr(ns, "agent_config", None) or AGENT_CONFIG_DIR
-    found = None
-    if os.path.isdir(source):
-        found = find_agent_config(source)
-    else:
-        entries = _agent_entries(source)
-        if entries:
-            import yaml
-
-            label, inline = entries[0]
-            found = (label, inline if isinstance(inline, str) else yaml.safe_dump(inline))
-    if found is None:
-        log.fatal(
-            f"no configuration: pass --config PATH, set CONFIG_PATH or WORKERWATCH_CONFIG, "
-            f"or keep an nri-workerwatch entry with an inline config: in {source}"
-        )
-        raise SystemExit(1)
-    label, text = found
-    try:
-        config = parse(text, label)
-    except ConfigError as exc:
-        log.fatal(str(exc))
-        raise SystemExit(1) from None
-    if ns.state_dir:
-        config = config.model_copy(update={"state_dir": ns.state_dir})
-    return config
-
-
-def add_operator_flags(parser: argparse.ArgumentParser) -> None:
-    cli.add_common_flags(parser)
-    parser.add_argument(
-        "--agent-config", default=None, metavar="PATH",
-        help=f"agent config file or directory holding the inline config (default "
-        f"{AGENT_CONFIG_DIR}) when no --config / CONFIG_PATH is given",
-    )  # fmt: skip
-
-
-# --- state and collection ------------------------------------------------------------
-
-
-def read_only_store(state_dir: str) -> Any:
-    """A store loaded from the state file that never writes it and never takes its lock."""
-    from workerwatch.state import FileStateStore
-
-    class ReadOnlyStateStore(FileStateStore):
-        def __enter__(self) -> ReadOnlyStateStore:
-            self.writable = False
-            if os.path.isdir(self.state_dir):
-                self.data = self._read()
-            return self
-
-        def __exit__(self, *exc: object) -> None:
-            return None
-
-    return ReadOnlyStateStore(state_dir)
+# --- collection ----------------------------------------------------------------------
 
 
 def verdict_dict(v: Any, now: float) -> dict[str, Any]:
@@ -195,16 +84,7 @@ def snapshot(result: Any, config: Any, state_file: dict[str, Any]) -> dict[str, 
 
 
 def _dur(seconds: float | None) -> str:
-    if seconds is None:
-        return "-"
-    seconds = max(0.0, seconds)
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f}h"
-    return f"{seconds / 86400:.1f}d"
+    return "-" if seconds is None else human_duration(seconds)
 
 
 def _cells(w: dict[str, Any]) -> list[str]:
@@ -312,8 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str]) -> int:
     ns = build_parser().parse_args(list(argv))
     log.set_verbose(bool(ns.verbose))
-    from workerwatch.config import parse_duration
-
     every = None
     if ns.watch is not None:
         try:
@@ -323,7 +201,7 @@ def main(argv: Sequence[str]) -> int:
             return 1
     config = load_operator_config(ns)
 
-    from workerwatch.collect import Collector
+    from workerwatch.collector import Collector
 
     collector = Collector(config)
     store = read_only_store(config.state_dir)

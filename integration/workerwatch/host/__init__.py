@@ -1,1 +1,2 @@
-"""Probes: each reads one kind of evidence and returns typed observations, no verdicts."""
+"""The host side: what runs in the forked, sandboxed probe child (``child``): ``/proc``
+reading, discovery, and the per-worker probes. Probes return typed observations, never verdicts."""

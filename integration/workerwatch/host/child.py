@@ -1,4 +1,4 @@
-"""The host side of a run: discovery and per-worker probes, in a child process.
+"""The host phase of a run: discovery and per-worker probes, in a forked child process.
 
 Why a child process and not a thread: a read that blocks in the kernel (a heartbeat on a
 dead NFS mount, ``/proc/PID/cmdline`` of a process holding its mm lock in D state) cannot be
@@ -8,13 +8,13 @@ A forked child that hangs is simply left behind; the run reports what the child 
 streamed back before the deadline and exits.
 
 The child sends one pickled message per step over a pipe: progress markers, the discovered
-workers, then one judged worker at a time, so a deadline keeps every finished worker.
+workers, then one observed worker at a time, so a deadline keeps every finished worker.
+Judging happens in the parent (``judge.fleet``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import pickle
 import select
@@ -24,57 +24,18 @@ import sys
 import time
 import traceback
 from collections import Counter
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workerwatch import log
 from workerwatch.config import Config, Group
-from workerwatch.discover import discover
+from workerwatch.host import heartbeat_files, log_offsets, peer, process
+from workerwatch.host.discover import discover
+from workerwatch.host.procfs import ProcGone
+from workerwatch.judge.memory import WorkerMemory
+from workerwatch.judge.verdict import delegates_to_threads, no_progress_since
 from workerwatch.observations import HeartbeatObservation, Worker, WorkerObservation
-from workerwatch.probes import heartbeat as heartbeat_probe
-from workerwatch.probes import log as log_probe
-from workerwatch.probes import peer as peer_probe
-from workerwatch.probes import process as process_probe
-from workerwatch.procfs import ProcGone
-from workerwatch.sanitize import clean_text
-from workerwatch.verdict import (
-    STALLED,
-    WorkerMemory,
-    WorkerVerdict,
-    delegates_to_threads,
-    judge,
-    no_progress_since,
-    transition_event,
-)
 
-_MEMORY_FIELDS = {f.name for f in fields(WorkerMemory)}
-_NUMBER = (int, float)
-_OPTIONAL_NUMBER = (int, float, type(None))
-_OPTIONAL_INT = (int, type(None))
-_OPTIONAL_STR = (str, type(None))
-# What each remembered field must be: a state file is input like any other.
-_MEMORY_TYPES: dict[str, tuple[type, ...]] = {
-    "name": (str,),
-    "group": (str,),
-    "pid": (int,),
-    "first_seen": _NUMBER,
-    "last_seen": _NUMBER,
-    "state": (str,),
-    "log_pos": (dict, type(None)),
-    "last_log_activity": _OPTIONAL_NUMBER,
-    "log_mtime": _OPTIONAL_NUMBER,
-    "hb_seq": _OPTIONAL_INT,
-    "hb_time": _OPTIONAL_NUMBER,
-    "cpu": _OPTIONAL_NUMBER,
-    "main_cpu": _OPTIONAL_NUMBER,
-    "voluntary": _OPTIONAL_INT,
-    "write_chars": _OPTIONAL_INT,
-    "last_progress": _OPTIONAL_NUMBER,
-    "blocked_syscall": _OPTIONAL_STR,
-    "blocked_fd": _OPTIONAL_INT,
-    "blocked_since": _OPTIONAL_NUMBER,
-    "stalled_since": _OPTIONAL_NUMBER,
-}
 _LENGTH = struct.Struct(">I")
 # Children left hung in the kernel by earlier cycles; reaped once they come back.
 _abandoned: list[int] = []
@@ -83,56 +44,11 @@ _abandoned: list[int] = []
 _runs = 0
 
 
-def memory_from(raw: Any) -> WorkerMemory | None:
-    """Rebuild remembered state, or None if the entry is not something we wrote."""
-    if not isinstance(raw, dict):
-        return None
-    try:
-        memory = WorkerMemory(**{k: v for k, v in raw.items() if k in _MEMORY_FIELDS})
-        if memory.log_pos is not None:
-            memory.log_pos = {int(fd): int(pos) for fd, pos in memory.log_pos.items()}
-    except (TypeError, ValueError, AttributeError):
-        return None
-    for name, kinds in _MEMORY_TYPES.items():
-        value = getattr(memory, name)
-        if isinstance(value, bool) and bool not in kinds:
-            return None
-        if not isinstance(value, kinds) or (isinstance(value, float) and not math.isfinite(value)):
-            return None
-    return memory
-
-
-def _name_matches(name: str | None, unit: str | None, pid: int) -> bool:
-    if not name:
-        return False
-    candidates = {str(pid)}
-    if unit:
-        candidates |= {unit, unit.removesuffix(".service")}
-    return name in candidates
-
-
-def match_heartbeat(
-    worker: Worker, beats: list[HeartbeatObservation]
-) -> HeartbeatObservation | None:
-    """The heartbeat of this process: by pid, else by the worker name it declares."""
-    for hb in beats:
-        if hb.pid == worker.pid:
-            return hb
-    for hb in beats:
-        if hb.pid is None and _name_matches(hb.worker, worker.unit, worker.pid):
-            return hb
-        # A plain (or unparseable) file names its worker by its file name.
-        plain = hb.pid is None and hb.worker is None
-        if plain and _name_matches(heartbeat_probe.stem(hb.path), worker.unit, worker.pid):
-            return hb
-    return None
-
-
 def read_heartbeats(group: Group, now: float, errors: Counter[str]) -> list[HeartbeatObservation]:
     """The group's heartbeat files; a file that cannot be used is counted and said once."""
     pattern = group.heartbeats or ""
     try:
-        beats, problems = heartbeat_probe.observe(pattern, now)
+        beats, problems = heartbeat_files.observe(pattern, now)
     except OSError as exc:
         errors["heartbeat"] += 1
         log.error(f"heartbeats of group {group.name} ({pattern}): {exc}")
@@ -150,7 +66,7 @@ def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> Worker
     """
     notes: list[str] = []
     try:
-        proc = process_probe.observe(worker.pid, always_wchan=False)
+        proc = process.observe(worker.pid, always_wchan=False)
     except ProcGone:
         return None
     except (OSError, ValueError, IndexError) as exc:
@@ -158,7 +74,7 @@ def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> Worker
         log.error(f"process probe for pid {worker.pid}: {exc}")
         proc = None
     try:
-        logs = log_probe.observe(worker.pid, group.logs)
+        logs = log_offsets.observe(worker.pid, group.logs)
     except ProcGone:
         return None
     except (OSError, ValueError) as exc:
@@ -168,51 +84,6 @@ def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> Worker
     if logs is not None and logs.source != "fd" and group.logs:
         notes.append("fd table unreadable")
     return WorkerObservation(worker=worker, log=logs, process=proc, notes=tuple(notes))
-
-
-@dataclass
-class JudgedWorker:
-    verdict: WorkerVerdict
-    memory: dict[str, Any]
-    key: str
-    events: list[dict[str, Any]]
-    # A plain dict, not a Counter: unpickling a Counter runs Counter.update, which was a
-    # noticeable share of the parent's time per worker.
-    errors: dict[str, int]
-
-
-def memory_dict(memory: WorkerMemory) -> dict[str, Any]:
-    """What ``dataclasses.asdict`` gives for this flat record, without its deep copies."""
-    out = dict(vars(memory))
-    if out["log_pos"] is not None:
-        out["log_pos"] = dict(out["log_pos"])
-    return out
-
-
-def judge_worker(
-    observation: WorkerObservation,
-    group: Group,
-    memories: dict[str, Any],
-    names: dict[str, Any],
-    now: float,
-) -> JudgedWorker:
-    """The verdict for one observed worker, with its memory and transition events."""
-    worker, hb = observation.worker, observation.heartbeat
-    name = worker.unit or (hb.worker if hb and hb.worker else None)
-    name = clean_text(name or f"{worker.group}:{worker.pid}")
-    prev = memory_from(memories.get(worker.key))
-    verdict, memory = judge(observation, name, prev, now, group.stall_after)
-    verdict.started = worker.create_time
-    events = []
-    previous = names.get(name) if isinstance(names.get(name), dict) else None
-    if previous and previous.get("key") != worker.key and prev is None:
-        verdict.restarted = True
-        events.append(transition_event(verdict, "restarted", f"pid {previous.get('pid')} -> "))
-    if verdict.state == STALLED and verdict.previous_state != STALLED:
-        events.append(transition_event(verdict, "stalled"))
-    elif verdict.previous_state == STALLED and verdict.state != STALLED:
-        events.append(transition_event(verdict, "recovered"))
-    return JudgedWorker(verdict, memory_dict(memory), worker.key, events, {})
 
 
 def enrich(observation: WorkerObservation, prev: WorkerMemory | None) -> WorkerObservation:
@@ -226,9 +97,9 @@ def enrich(observation: WorkerObservation, prev: WorkerMemory | None) -> WorkerO
         return observation
     update: dict[str, Any] = {}
     if proc.syscall_fd is not None:
-        update["peer"] = peer_probe.resolve(observation.worker.pid, proc.syscall_fd)
+        update["peer"] = peer.resolve(observation.worker.pid, proc.syscall_fd)
     elif delegates_to_threads(proc):
-        others = process_probe.others_voluntary(observation.worker.pid)
+        others = process.others_voluntary(observation.worker.pid)
         update["process"] = replace(proc, others_voluntary=others)
     return replace(observation, **update) if update else observation
 
@@ -261,7 +132,7 @@ def _send(fd: int, message: tuple) -> None:
 
 
 def _child(
-    fd: int, config: Config, memories: dict[str, Any], now: float, skip: frozenset[str]
+    fd: int, config: Config, memories: dict[str, WorkerMemory], now: float, skip: frozenset[str]
 ) -> None:
     groups = {g.name: g for g in config.groups}
     errors: Counter[str] = Counter()
@@ -281,7 +152,7 @@ def _child(
         errors = Counter()
         observation = observe_worker(worker, groups[worker.group], errors)
         if observation is not None:
-            observation = enrich(observation, memory_from(memories.get(worker.key)))
+            observation = enrich(observation, memories.get(worker.key))
         _send(fd, ("observed", worker, observation, dict(errors)))
     live = {w.pid for w in found.workers}
     for group in config.groups:
@@ -321,8 +192,7 @@ def _reap() -> None:
 
 def run(
     config: Config,
-    memories: dict[str, Any],
-    names: dict[str, Any],
+    memories: dict[str, WorkerMemory],
     now: float,
     deadline: float,
     before_wait: Any = None,
@@ -453,25 +323,3 @@ def _apply(snapshot: HostSnapshot, message: tuple) -> None:
         log.write(message[1], message[2])
     elif kind == "crash":
         snapshot.crash = message[1]
-
-
-def judge_all(
-    snapshot: HostSnapshot,
-    config: Config,
-    memories: dict[str, Any],
-    names: dict[str, Any],
-    now: float,
-) -> list[JudgedWorker]:
-    """Judge every observed worker with its group's heartbeats (when they could be read)."""
-    groups = {g.name: g for g in config.groups}
-    judged = []
-    for observation in snapshot.observed:
-        group = groups[observation.worker.group]
-        if group.heartbeats and group.name not in snapshot.heartbeats:
-            # Not read this run (a hung mount, the deadline): the last known beat stands.
-            observation = replace(observation, heartbeat_unavailable=True)
-        elif group.heartbeats:
-            hb = match_heartbeat(observation.worker, snapshot.heartbeats[group.name])
-            observation = replace(observation, heartbeat=hb)
-        judged.append(judge_worker(observation, group, memories, names, now))
-    return judged

@@ -14,8 +14,17 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from workerwatch.config import Group
+from workerwatch.host import procfs
+from workerwatch.host.procfs import (
+    PPID,
+    STARTTIME,
+    STATE,
+    ProcGone,
+    boot_time,
+    clock_ticks,
+    read_text,
+)
 from workerwatch.observations import Worker
-from workerwatch.procfs import ProcGone, boot_time, clock_ticks, read_text
 
 MAX_PIDFILE_BYTES = 64
 
@@ -75,13 +84,6 @@ class _Proc:
     unit: str | None
 
 
-def stat_fields(pid: int) -> tuple[str, int, int]:
-    raw = read_text(f"/proc/{pid}/stat")
-    # comm may contain spaces and parentheses: split after the last ')'.
-    rest = raw[raw.rindex(")") + 2 :].split()
-    return rest[0], int(rest[1]), int(rest[19])
-
-
 def _could_match(group: Group, pid: int, cmdline: str, pidfile_pids: dict[str, set[int]]) -> bool:
     """The group's pidfile and cmdline rules hold (its unit rule is checked later)."""
     rules = group.match
@@ -105,7 +107,8 @@ def _read_proc(
         cmdline = read_text(f"/proc/{pid}/cmdline", 8192).replace("\x00", " ").strip()
         if groups and not any(_could_match(g, pid, cmdline, pidfile_pids or {}) for g in groups):
             return None
-        state, ppid, start = stat_fields(pid)
+        fields = procfs.stat(f"/proc/{pid}/stat")
+        state, ppid, start = fields[STATE], int(fields[PPID]), int(fields[STARTTIME])
         if state in ("Z", "X"):
             return None
         unit = unit_from_cgroup(read_text(f"/proc/{pid}/cgroup")) if need_unit else None

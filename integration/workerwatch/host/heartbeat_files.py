@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 import stat
-from pathlib import Path
 
 from workerwatch.observations import HeartbeatObservation, Task
 from workerwatch.sanitize import clean_text
+from workerwatch.units import finite
 
 MAX_BYTES = 64 * 1024
 MAX_FILES = 10_000
@@ -45,13 +44,6 @@ def _read(path: str) -> tuple[bytes, float]:
     return data, info.st_mtime
 
 
-def _number(value: object) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def _int(value: object, low: int, high: int) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
@@ -76,7 +68,7 @@ def parse(path: str, data: bytes, mtime: float, now: float) -> HeartbeatObservat
         return _with(base, problem="unknown format version; using mtime")
 
     problems = []
-    beat_time = _number(body.get("time"))
+    beat_time = finite(body.get("time"))
     if beat_time is None or beat_time <= 0:
         problems.append("no valid time; using mtime")
         beat_time = mtime
@@ -90,7 +82,7 @@ def parse(path: str, data: bytes, mtime: float, now: float) -> HeartbeatObservat
     task = None
     raw_task = body.get("task")
     if state == "busy" and isinstance(raw_task, dict) and isinstance(raw_task.get("name"), str):
-        started = _number(raw_task.get("started"))
+        started = finite(raw_task.get("started"))
         if started is not None and (started <= 0 or started > now + FUTURE_SKEW):
             problems.append("task start time out of range")
             started = None
@@ -132,9 +124,3 @@ def observe(pattern: str, now: float) -> tuple[list[HeartbeatObservation], list[
             problems.append(f"heartbeat {shown}: {obs.problem}")
         found.append(obs)
     return found, problems
-
-
-def stem(path: str) -> str:
-    """File name without its extension: how a plain heartbeat file names its worker."""
-    name = Path(path).name
-    return name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name

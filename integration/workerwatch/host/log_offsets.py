@@ -16,8 +16,8 @@ import os
 import re
 from collections.abc import Sequence
 
+from workerwatch.host.procfs import ProcGone, read_text
 from workerwatch.observations import LogFd, LogObservation
-from workerwatch.procfs import ProcGone, read_text
 
 MAX_LOG_FDS = 64
 _WRITE_MODES = (os.O_WRONLY, os.O_RDWR)

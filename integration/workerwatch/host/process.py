@@ -10,17 +10,20 @@ from __future__ import annotations
 import errno
 import os
 
+from workerwatch.host.procfs import (
+    NUM_THREADS,
+    STATE,
+    STIME,
+    UTIME,
+    ProcGone,
+    clock_ticks,
+    read_text,
+    stat,
+)
+from workerwatch.host.syscalls import FD_SYSCALLS, name_of
 from workerwatch.observations import ProcessObservation
-from workerwatch.probes.syscalls import FD_SYSCALLS, name_of
-from workerwatch.procfs import ProcGone, clock_ticks, read_text
 
 MAX_THREADS = 4096  # threads read per worker at most
-
-
-def _stat(path: str) -> list[str]:
-    raw = read_text(path, 4096)
-    # Fields after "(comm)": comm may hold spaces or parentheses.
-    return raw[raw.rindex(")") + 2 :].split()
 
 
 def parse_syscall(text: str) -> tuple[str | None, int | None, int | None]:
@@ -83,11 +86,11 @@ def observe(pid: int, always_wchan: bool = True) -> ProcessObservation:
     sleep (D), the one state whose verdict names it: one file fewer per worker per run.
     """
     ticks = clock_ticks()
-    proc = _stat(f"/proc/{pid}/stat")
-    main = _stat(f"/proc/{pid}/task/{pid}/stat")
+    proc = stat(f"/proc/{pid}/stat")
+    main = stat(f"/proc/{pid}/task/{pid}/stat")
     vol, invol = _ctx_switches(read_text(f"/proc/{pid}/task/{pid}/status", 8192))
     wchan = None
-    if always_wchan or main[0] == "D":
+    if always_wchan or main[STATE] == "D":
         wchan = _optional(f"/proc/{pid}/task/{pid}/wchan")
     raw_syscall = _optional(f"/proc/{pid}/task/{pid}/syscall")
     raw_io = _optional(f"/proc/{pid}/io", 4096)
@@ -98,16 +101,16 @@ def observe(pid: int, always_wchan: bool = True) -> ProcessObservation:
         except (ValueError, IndexError):
             name = None
     return ProcessObservation(
-        cpu_seconds=(int(proc[11]) + int(proc[12])) / ticks,
-        main_cpu_seconds=(int(main[11]) + int(main[12])) / ticks,
+        cpu_seconds=(int(proc[UTIME]) + int(proc[STIME])) / ticks,
+        main_cpu_seconds=(int(main[UTIME]) + int(main[STIME])) / ticks,
         main_voluntary=vol,
         main_involuntary=invol,
-        state=main[0],
+        state=main[STATE],
         wchan=_wchan(wchan),
         syscall=name,
         syscall_nr=nr,
         syscall_fd=fd,
-        threads=int(proc[17]),
+        threads=int(proc[NUM_THREADS]),
         write_chars=_wchar(raw_io),
     )
 

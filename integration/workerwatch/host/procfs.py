@@ -60,3 +60,25 @@ def boot_time() -> float:
         if line.startswith("btime "):
             return float(line.split()[1])
     raise RuntimeError("no btime in /proc/stat")
+
+
+# Indexes into ``stat()``'s list: field N of proc(5) ``/proc/PID/stat`` is at N - 3.
+STATE, PPID, UTIME, STIME, NUM_THREADS, STARTTIME = 0, 1, 11, 12, 17, 19
+
+
+def stat(path: str) -> list[str]:
+    """The fields of a stat file (``/proc/PID/stat``, ``.../task/TID/stat``) after ``(comm)``.
+
+    The one parser of these files: comm may hold spaces and parentheses, so the fields are
+    split after the last ``)``.
+    """
+    raw = read_text(path, 4096)
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def start_ticks(pid: int) -> int | None:
+    """Start time of ``pid`` in clock ticks since boot, or None when it is gone."""
+    try:
+        return int(stat(f"/proc/{pid}/stat")[STARTTIME])
+    except (ProcGone, OSError, ValueError, IndexError):
+        return None

@@ -16,97 +16,25 @@ not flap its verdict.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Any
+from dataclasses import replace
 
+from workerwatch.judge.memory import WorkerMemory
+from workerwatch.judge.reasons import explain
+from workerwatch.judge.states import (
+    BUSY_CPU_SHARE,
+    CLEAR_CPU,
+    GONE,
+    IDLE,
+    RECOVERY_RUNS,
+    STALLED,
+    UNKNOWN,
+    WAITS_FOR_CHILDREN,
+    WORKING,
+    GroupVerdict,
+    WorkerVerdict,
+)
 from workerwatch.observations import ProcessObservation, WorkerObservation
-from workerwatch.probes.syscalls import WAIT_SYSCALLS
-from workerwatch.sanitize import clean_text
-
-UNKNOWN, IDLE, WORKING, STALLED, GONE = "unknown", "idle", "working", "stalled", "gone"
-STATES = (UNKNOWN, IDLE, WORKING, STALLED, GONE)
-
-CLEAR_CPU = 0.05  # seconds of main-thread CPU that count as a clear activity signal
-BUSY_CPU_SHARE = 0.05  # share of the interval on CPU that counts as working
-# A supervisor parked in wait4 lets its child processes work; they are judged themselves.
-WAITS_FOR_CHILDREN = frozenset({"wait4", "waitid"})
-RECOVERY_RUNS = 2  # runs in a row with wakeups that clear a stall without other activity
-
-
-@dataclass
-class WorkerMemory:
-    """What one run leaves for the next about one process (keyed by pid + start time)."""
-
-    name: str
-    group: str
-    pid: int
-    first_seen: float
-    last_seen: float
-    state: str = UNKNOWN
-    log_pos: dict[int, int] | None = None
-    last_log_activity: float | None = None
-    log_mtime: float | None = None
-    hb_seq: int | None = None
-    hb_time: float | None = None
-    cpu: float | None = None
-    main_cpu: float | None = None
-    voluntary: int | None = None
-    write_chars: int | None = None
-    last_progress: float | None = None
-    blocked_syscall: str | None = None
-    blocked_fd: int | None = None
-    blocked_since: float | None = None
-    stalled_since: float | None = None
-    others_voluntary: int | None = None
-    wake_runs: int = 0
-
-
-@dataclass
-class WorkerVerdict:
-    name: str
-    group: str
-    pid: int
-    state: str
-    reason: str
-    summary: str = ""  # the reason without numbers: stable while the situation is
-    up: bool = True
-    silent_seconds: float | None = None
-    bytes_written: int | None = None
-    interval_s: float | None = None
-    heartbeat_age: float | None = None
-    cpu_delta: float | None = None
-    wakeups: int | None = None
-    blocked_seconds: float | None = None
-    blocked_syscall: str | None = None
-    blocked_peer: str | None = None
-    task_name: str | None = None
-    task_seconds: float | None = None
-    restarted: bool = False
-    started: float | None = None  # process start time, for uptime
-    previous_state: str | None = None
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def stalled(self) -> bool:
-        return self.state == STALLED
-
-
-def ago(seconds: float) -> str:
-    """Durations the way an operator reads them: 312 s, 14 min, 2.5 h."""
-    seconds = max(0.0, seconds)
-    if seconds < 600:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def _bytes(n: int) -> str:
-    if n < 1024:
-        return f"{n} B"
-    if n < 1024 * 1024:
-        return f"{n / 1024:.1f} KiB"
-    return f"{n / 1024 / 1024:.1f} MiB"
+from workerwatch.units import human_duration as ago
 
 
 def _in_blocking_call(proc: ProcessObservation) -> bool:
@@ -119,8 +47,8 @@ def no_progress_since(proc: ProcessObservation, prev: WorkerMemory) -> bool:
     Decides whether the costlier evidence (socket peer, other threads) is worth reading.
     """
     return (
-        prev.voluntary is not None
-        and proc.main_voluntary == prev.voluntary
+        prev.main_voluntary is not None
+        and proc.main_voluntary == prev.main_voluntary
         and proc.main_cpu_seconds == prev.main_cpu
     )
 
@@ -228,11 +156,11 @@ def judge(
     dcpu_main = 0.0
     if proc is not None:
         memory.cpu, memory.main_cpu = proc.cpu_seconds, proc.main_cpu_seconds
-        memory.voluntary, memory.write_chars = proc.main_voluntary, proc.write_chars
+        memory.main_voluntary, memory.write_chars = proc.main_voluntary, proc.write_chars
         memory.others_voluntary = proc.others_voluntary
-        if prev is not None and prev.voluntary is not None and prev.cpu is not None:
+        if prev is not None and prev.main_voluntary is not None and prev.cpu is not None:
             verdict.cpu_delta = max(0.0, proc.cpu_seconds - prev.cpu)
-            verdict.wakeups = max(0, proc.main_voluntary - prev.voluntary)
+            verdict.wakeups = max(0, proc.main_voluntary - prev.main_voluntary)
             dcpu_main = max(0.0, proc.main_cpu_seconds - (prev.main_cpu or 0.0))
             progressed = verdict.wakeups > 0 or dcpu_main > 0
             # A main thread parked in a wait (join, lock, queue) has handed the work to
@@ -268,7 +196,7 @@ def judge(
     threads_unknown = (
         proc is not None and delegates_to_threads(proc) and not progressed and others is None
     )
-    if proc is None or prev is None or prev.voluntary is None:
+    if proc is None or prev is None or prev.main_voluntary is None:
         if hb is not None and hb.state and silent_for < stall_after:
             state = WORKING if hb.state == "busy" else IDLE
         else:
@@ -303,7 +231,7 @@ def judge(
         memory.stalled_since = prev.stalled_since if prev and prev.stalled_since else now
         if prev is not None and prev.state == STALLED and no_progress_for < stall_after:
             verdict.notes.insert(0, f"stalled for {ago(now - memory.stalled_since)}")
-    facts = _facts(verdict, obs, prev, now, silent_for, no_progress_for, log_since, others)
+    facts = explain(verdict, obs, prev, now, silent_for, no_progress_for, log_since, others)
     verdict.reason = "; ".join(text for text, _ in facts if text)
     verdict.summary = "; ".join(dict.fromkeys(brief for _, brief in facts if brief))
     return verdict, memory
@@ -312,105 +240,6 @@ def judge(
 def delegates_to_threads(proc: ProcessObservation) -> bool:
     """The main thread waits (not on an fd) in a process that has other threads."""
     return proc.threads > 1 and proc.syscall_fd is None and proc.syscall not in (None, "running")
-
-
-# (with numbers, for people and events; without numbers, for the metric attribute)
-Fact = tuple[str, str]
-
-
-def _facts(
-    v: WorkerVerdict,
-    obs: WorkerObservation,
-    prev: WorkerMemory | None,
-    now: float,
-    silent_for: float,
-    no_progress_for: float,
-    log_since: float | None,
-    others: bool | None,
-) -> list[Fact]:
-    """The evidence behind a verdict, twice: exact, and stable from run to run.
-
-    The metric attribute ``worker.reason`` uses the stable form, so it changes only when
-    the situation does and does not mint a new time series every run; the exact numbers
-    are metrics of their own.
-    """
-    proc, hb = obs.process, obs.heartbeat
-    facts: list[Fact] = []
-    if v.state == UNKNOWN and prev is None:
-        facts.append(("first sample, verdict from the next run", "first sample"))
-    elif v.state == UNKNOWN and proc is None:
-        facts.append(("process counters unreadable", "process counters unreadable"))
-
-    if hb is not None and v.task_name:
-        running = f" for {ago(v.task_seconds)}" if v.task_seconds is not None else ""
-        age = ago(v.heartbeat_age or 0)
-        if v.state == STALLED:
-            text = f"busy on {v.task_name}{running}, no beat for {age}"
-            facts.append((text, f"busy on {v.task_name}, no beat"))
-        else:
-            facts.append(
-                (f"busy on {v.task_name}{running}, beat {age} ago", f"busy on {v.task_name}")
-            )
-    elif hb is not None:
-        idle = "idle heartbeat" if hb.state == "idle" else "heartbeat"
-        facts.append((f"{idle} {ago(v.heartbeat_age or 0)} ago", idle))
-
-    if v.bytes_written:
-        facts.append(
-            (f"log +{_bytes(v.bytes_written)} in {ago(v.interval_s or 0)}", "writing its log")
-        )
-    elif log_since is not None:
-        facts.append((f"no log write for {ago(now - log_since)}", "no log write"))
-    elif obs.log is not None and obs.log.source == "fd":
-        facts.append(("no log file open", "no log file open"))
-
-    if proc is not None:
-        facts.append(_thread_story(v, proc, no_progress_for, others))
-    if v.cpu_delta is not None:
-        brief = "on CPU" if v.interval_s and v.cpu_delta >= BUSY_CPU_SHARE * v.interval_s else ""
-        facts.append((f"cpu +{v.cpu_delta:.2f} s", brief))
-    if v.state == STALLED and silent_for > 0 and not facts:
-        facts.append((f"silent for {ago(silent_for)}", "silent"))
-    facts.extend((note, "" if note.startswith("stalled for") else note) for note in v.notes)
-    return facts
-
-
-def _thread_story(
-    v: WorkerVerdict, proc: ProcessObservation, no_progress_for: float, others: bool | None
-) -> Fact:
-    if proc.state == "D":
-        where = f" at {proc.wchan}" if proc.wchan else ""
-        text = f"main thread in uninterruptible sleep (D){where}"
-        return text, text
-    if proc.state in ("T", "t"):
-        return "process stopped (T)", "process stopped (T)"
-    peer = f" on {v.blocked_peer}" if v.blocked_peer else ""
-    if v.state == STALLED and v.blocked_syscall:
-        where = f"main thread blocked in {v.blocked_syscall}{peer}"
-        wakeups = (
-            f"{v.wakeups} wakeups since the last run"
-            if v.wakeups
-            else f"0 wakeups in {ago(no_progress_for)}"
-        )
-        return f"{where} for {ago(v.blocked_seconds or 0)}, {wakeups}", where
-    if v.state == STALLED:
-        return f"main thread made no progress for {ago(no_progress_for)}", "no progress"
-    if others:
-        where = f"main thread waits in {v.blocked_syscall or proc.syscall}"
-        return f"{where}; other threads active", f"{where}; other threads active"
-    if proc.syscall in WAITS_FOR_CHILDREN:
-        text = f"waits for its child processes ({proc.syscall})"
-        return text, text
-    if v.wakeups:
-        where = f" ({proc.syscall})" if proc.syscall and proc.syscall != "running" else ""
-        text = f"main thread woke {v.wakeups} times in {ago(v.interval_s or 0)}{where}"
-        return text, f"main thread wakes{where}"
-    if proc.syscall == "running" or proc.state == "R":
-        return "main thread on CPU", "main thread on CPU"
-    if v.blocked_syscall and v.blocked_syscall not in WAIT_SYSCALLS and v.blocked_seconds:
-        where = f"main thread in {v.blocked_syscall}{peer}"
-        return f"{where} for {ago(v.blocked_seconds)}", where
-    return "", ""
 
 
 def gone(memory: WorkerMemory, now: float) -> tuple[WorkerVerdict, WorkerMemory]:
@@ -425,19 +254,6 @@ def gone(memory: WorkerMemory, now: float) -> tuple[WorkerVerdict, WorkerMemory]
         previous_state=memory.state,
     )
     return verdict, replace(memory, state=GONE)
-
-
-@dataclass
-class GroupVerdict:
-    group: str
-    running: int
-    expected: int | None
-    stalled: int
-    reason: str
-
-    @property
-    def missing(self) -> int:
-        return max(0, (self.expected or 0) - self.running)
 
 
 def judge_group(
@@ -457,23 +273,3 @@ def judge_group(
     if backlog_note and live and all(v.state in (STALLED, IDLE) for v in live):
         parts.append(backlog_note)
     return GroupVerdict(group, count, expected, len(stalled), "; ".join(parts))
-
-
-def transition_event(verdict: WorkerVerdict, what: str, detail: str = "") -> dict[str, Any]:
-    """A v4 event for a state change: stalled, recovered, disappeared, restarted."""
-    if what == "restarted":
-        detail = f"{detail}{verdict.pid}"
-    summary = f"{verdict.name} {what}: {detail or verdict.reason}"
-    return {
-        "summary": clean_text(summary, 4000),
-        "category": "workerwatch",
-        "attributes": {
-            "worker.name": verdict.name,
-            "worker.group": verdict.group,
-            "process.pid": verdict.pid,
-            "worker.state": verdict.state,
-            "worker.previousState": verdict.previous_state or "none",
-            "worker.reason": clean_text(verdict.reason, 4000),
-            "workerwatch.transition": what,
-        },
-    }

@@ -1,7 +1,7 @@
-"""Agentless push: ``nri-workerwatch push``, straight to the Metric API and the Event API.
+"""The Metric API and Event API client behind ``nri-workerwatch push`` (``commands.push``).
 
 For hosts without the infrastructure agent, and containers. The metrics are the same ones
-the agent would receive (``emit.all_metrics``); what the agent would add on its way to New
+the agent would receive (``v4.all_metrics``); what the agent would add on its way to New
 Relic is added here as common attributes: the host's name, ``instrumentation.*`` and
 ``label.*`` (infrastructure-agent ``pkg/integrations/v4/dm/processor.go``).
 
@@ -9,7 +9,7 @@ Transport rules (docs "Metric API" / "Event API", and the retry policy of New Re
 telemetry SDK ``BatchDataSender``):
 
 * gzip body, ``Api-Key`` header from ``NEW_RELIC_LICENSE_KEY`` only (never a flag, so it
-  is not in ``ps``; never printed: every message goes through ``_redact``);
+  is not in ``ps``; never printed: every message goes through ``sanitize.redact``);
 * a POST body must stay under 10^6 bytes (413 at or above it): batches are split until
   each compressed body fits, and split again on a 413;
 * 429: wait ``Retry-After`` (10 s when absent), bounded; 5xx, 408 and network errors:
@@ -24,26 +24,23 @@ telemetry SDK ``BatchDataSender``):
 
 from __future__ import annotations
 
-import argparse
 import gzip
 import json
-import os
 import re
 import socket
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from workerwatch import INTEGRATION_NAME, __version__, cli, log
+from workerwatch import INTEGRATION_NAME, __version__, log
 from workerwatch.output import retry
+from workerwatch.sanitize import redact
 
 LICENSE_ENV = "NEW_RELIC_LICENSE_KEY"
-ACCOUNT_ENV = "NEW_RELIC_ACCOUNT_ID"
-REGION_ENV = "NEW_RELIC_REGION"
 METRIC_URLS = {
     "US": "https://metric-api.newrelic.com/metric/v1",
     "EU": "https://metric-api.eu.newrelic.com/metric/v1",
@@ -85,10 +82,6 @@ class FlushReport:
     sent: int = 0  # batches accepted
     dropped: int = 0  # batches given up on (4xx, too big, out of attempts in --once)
     pending: int = 0  # batches still queued for the next flush
-
-
-def _redact(text: str, secret: str) -> str:
-    return text.replace(secret, "***") if secret else text
 
 
 def _gzip(payload: Any) -> bytes:
@@ -293,7 +286,7 @@ class Sender:
         failures = 0
         while True:
             status, text, headers = self._post(batch)
-            text = _redact(text, self.key)
+            text = redact(text, (self.key,))
             if status is not None and 200 <= status < 300:
                 return "sent"
             if status == 403:
@@ -323,154 +316,3 @@ class Sender:
                 return "later"
             if self.sleep(wait):
                 return "stopped"
-
-
-def _urls(ns: argparse.Namespace, env: dict[str, str]) -> tuple[str, str | None]:
-    region = (ns.region or env.get(REGION_ENV) or "US").upper()
-    if region not in METRIC_URLS:
-        log.fatal(f"--region must be US or EU, got {region!r}")
-        raise SystemExit(1)
-    metric_url = ns.metric_url or METRIC_URLS[region]
-    account = ns.account_id or env.get(ACCOUNT_ENV)
-    template = ns.event_url or EVENT_URLS[region]
-    event_url: str | None
-    if "{account_id}" in template:
-        if account and account.strip().isdigit():
-            event_url = template.replace("{account_id}", account.strip())
-        else:
-            log.warn(
-                f"events are not sent: the Event API needs the account id in its URL; set "
-                f"{ACCOUNT_ENV} or --account-id (metrics are sent either way)"
-            )
-            event_url = None
-    else:
-        event_url = template
-    for url in (metric_url, event_url):
-        if url is None:
-            continue
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            log.fatal(f"endpoint {url!r} is not an http(s) URL")
-            raise SystemExit(1)
-        loopback = parts.hostname in ("localhost", "127.0.0.1", "::1")
-        if parts.scheme == "http" and not loopback:
-            log.warn(f"endpoint {parts.netloc} is plain http: the license key travels unencrypted")
-    return metric_url, event_url
-
-
-def _labels(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            log.fatal(f"--label expects key=value, got {pair!r}")
-            raise SystemExit(1)
-        out[key.strip()] = value.strip()
-    return out
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="nri-workerwatch push",
-        description=(
-            f"Send the metrics to the Metric API and the events to the Event API, without "
-            f"the agent. The license key is read from {LICENSE_ENV} only."
-        ),
-    )
-    cli.add_common_flags(parser)
-    parser.add_argument("--interval", default="30s", help="time between pushes (default 30s)")
-    parser.add_argument("--once", action="store_true", help="collect and push once, then exit")
-    parser.add_argument("--region", default=None, help=f"US or EU (default: {REGION_ENV}, US)")
-    parser.add_argument("--account-id", default=None, help=f"for the Event API ({ACCOUNT_ENV})")
-    parser.add_argument("--metric-url", default=None, help="override the Metric API URL")
-    parser.add_argument(
-        "--event-url", default=None,
-        help="override the Event API URL ('{account_id}' is replaced)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--label", action="append", default=[], metavar="KEY=VALUE",
-        help="add label.KEY=VALUE to every metric and event (like the agent's labels:)",
-    )  # fmt: skip
-    parser.add_argument(
-        "--queue", type=int, default=DEFAULT_QUEUE,
-        help=f"batches kept while the endpoint is down (default {DEFAULT_QUEUE})",
-    )  # fmt: skip
-    parser.add_argument("--timeout", default="10s", help="HTTP read timeout (default 10s)")
-    return parser
-
-
-def main(argv: Sequence[str]) -> int:
-    from workerwatch.config import parse_duration
-
-    ns = build_parser().parse_args(list(argv))
-    log.set_verbose(bool(ns.verbose))
-    env = dict(os.environ)
-    key = env.get(LICENSE_ENV, "").strip()
-    if not key:
-        log.fatal(f"set {LICENSE_ENV} to an ingest License key (it is never taken as a flag)")
-        return 1
-    try:
-        interval = parse_duration(ns.interval)
-        timeout = parse_duration(ns.timeout)
-    except ValueError as exc:
-        log.fatal(f"push: {exc}")
-        return 1
-    metric_url, event_url = _urls(ns, env)
-    labels = _labels(ns.label)
-    config = cli.load_config_or_exit(ns.config, ns.state_dir)
-
-    from workerwatch.collect import Collector
-    from workerwatch.emit import all_metrics
-    from workerwatch.longrun import Stopper, run_loop
-    from workerwatch.state import FileStateStore
-
-    collector = Collector(config)
-    attrs = host_attributes(labels)
-    stopper = Stopper()
-    sender = Sender(
-        key, metric_url, event_url, timeout=timeout, queue_size=ns.queue, sleep=stopper.wait
-    )
-
-    def collect_into(store: Any) -> None:
-        result = collector.collect(store)
-        result.errors.update(sender.errors)
-        sender.errors.clear()
-        if result.interval_s is None:
-            result.interval_s = interval
-        common = {
-            "timestamp": int(result.now * 1000),
-            "interval.ms": int(result.interval_s * 1000),
-            "attributes": attrs,
-        }
-        sender.add_metrics(all_metrics(result), common)
-        sender.add_events(event_records(result.events, result.now, attrs))
-
-    try:
-        if ns.once:
-            with FileStateStore(config.state_dir) as store:
-                collect_into(store)
-            report = sender.flush(final=True)
-            log.debug(f"push: {report.sent} batches sent, {report.dropped} dropped")
-            return 0 if report.dropped == 0 and not sender.errors else 1
-
-        stopper.install()
-        with FileStateStore(config.state_dir) as store:
-
-            def cycle(_n: int) -> None:
-                stopper.interruptible = True
-                try:
-                    collect_into(store)
-                finally:
-                    stopper.interruptible = False
-                report = sender.flush()
-                if report.pending:
-                    log.warn(f"push: {report.pending} batches waiting for the endpoint")
-
-            stats = run_loop(stopper, interval, cycle, heartbeat=None, fatal=(AuthRefused,))
-        log.info(f"push: stopped after {stats.summary()}")
-        return 0
-    except AuthRefused as exc:
-        log.fatal(_redact(str(exc), key))
-        return 1
-    finally:
-        stopper.close()

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import os
 import socket
 from dataclasses import dataclass
 from typing import Any
 
 from workerwatch import INTEGRATION_NAME, __version__
-from workerwatch.catalogue import CATALOGUE
-from workerwatch.collect import RunResult
-from workerwatch.config import Config, parse_duration, redacted
+from workerwatch.collector import RunResult
+from workerwatch.config import Config, redacted
+from workerwatch.judge.states import IDLE, WORKING, WorkerVerdict
+from workerwatch.output import catalogue
+from workerwatch.output.catalogue import CATALOGUE
 from workerwatch.sanitize import MAX_ATTRIBUTE, clean_text
-from workerwatch.verdict import IDLE, WORKING, WorkerVerdict
+from workerwatch.units import finite, parse_duration
 
 DEFAULT_INTERVAL_S = 30.0
 # The agent's documented limits: 1,000 metric sets per payload, 5 MB per line.
@@ -44,15 +45,12 @@ class Sections:
 
 
 def _value(value: float) -> float | int:
-    if type(value) is float:  # the common case first: ~8 metrics per worker per run
-        if not math.isfinite(value):
-            raise ValueError("non-finite metric value")
-        return round(value, 3)
     if isinstance(value, bool):
         return int(value)
-    if not math.isfinite(value):
-        raise ValueError("non-finite metric value")
-    return value if isinstance(value, int) else round(float(value), 3)
+    number = finite(value)
+    if number is None:
+        raise ValueError(f"metric value {value!r} is not a finite number")
+    return value if type(value) is int else round(number, 3)
 
 
 # name -> the attribute names the catalogue allows, as a set built once per process.
@@ -113,29 +111,29 @@ def worker_metrics(v: WorkerVerdict, brief: bool = False) -> list[dict[str, Any]
     attrs = worker_attributes(v)
     ms = int(v.interval_s * 1000) if v.interval_s else None
     out = [
-        metric("workerwatch.worker.up", int(v.up), attrs),
-        metric("workerwatch.worker.stalled", int(v.stalled), attrs),
+        metric(catalogue.WORKER_UP, int(v.up), attrs),
+        metric(catalogue.WORKER_STALLED, int(v.stalled), attrs),
     ]
     if not v.up or brief:
         return out
     if v.silent_seconds is not None:
-        out.append(metric("workerwatch.worker.log.silentSeconds", v.silent_seconds, attrs))
+        out.append(metric(catalogue.LOG_SILENT, v.silent_seconds, attrs))
     if v.bytes_written is not None and ms:
-        out.append(metric("workerwatch.worker.log.bytesWritten", v.bytes_written, attrs, ms))
+        out.append(metric(catalogue.LOG_BYTES, v.bytes_written, attrs, ms))
     if v.heartbeat_age is not None:
-        out.append(metric("workerwatch.worker.heartbeat.ageSeconds", v.heartbeat_age, attrs))
+        out.append(metric(catalogue.HEARTBEAT_AGE, v.heartbeat_age, attrs))
     if v.cpu_delta is not None and ms:
-        out.append(metric("workerwatch.worker.cpu.seconds", v.cpu_delta, attrs, ms))
+        out.append(metric(catalogue.CPU, v.cpu_delta, attrs, ms))
     if v.wakeups is not None and ms:
-        out.append(metric("workerwatch.worker.mainThread.wakeups", v.wakeups, attrs, ms))
+        out.append(metric(catalogue.WAKEUPS, v.wakeups, attrs, ms))
     if v.blocked_seconds is not None:
         blocked = {**attrs, "blocked.syscall": v.blocked_syscall, "blocked.peer": v.blocked_peer}
-        out.append(metric("workerwatch.worker.blocked.seconds", v.blocked_seconds, blocked))
+        out.append(metric(catalogue.BLOCKED, v.blocked_seconds, blocked))
     if v.restarted:
-        out.append(metric("workerwatch.worker.restarts", 1, attrs, ms))
+        out.append(metric(catalogue.RESTARTS, 1, attrs, ms))
     if v.task_seconds is not None and v.task_name:
         task = {**attrs, "task.name": v.task_name}
-        out.append(metric("workerwatch.worker.task.runningSeconds", v.task_seconds, task))
+        out.append(metric(catalogue.TASK_RUNNING, v.task_seconds, task))
     return out
 
 
@@ -148,20 +146,18 @@ def all_metrics(result: RunResult) -> list[dict[str, Any]]:
         out.extend(worker_metrics(v, brief=summarise and v.state in (IDLE, WORKING)))
     for g in result.groups:
         attrs = {"worker.group": g.group}
-        out.append(metric("workerwatch.group.running", g.running, attrs))
-        out.append(metric("workerwatch.group.stalled", g.stalled, attrs))
-        out.append(metric("workerwatch.group.missing", g.missing, attrs))
+        out.append(metric(catalogue.GROUP_RUNNING, g.running, attrs))
+        out.append(metric(catalogue.GROUP_STALLED, g.stalled, attrs))
+        out.append(metric(catalogue.GROUP_MISSING, g.missing, attrs))
         if g.expected is not None:
-            out.append(metric("workerwatch.group.expected", g.expected, attrs))
+            out.append(metric(catalogue.GROUP_EXPECTED, g.expected, attrs))
     for sample in result.backlog:
         out.append(metric(sample.name, sample.value, dict(sample.attributes)))
     run_ms = int((result.interval_s or default_interval_s()) * 1000)
-    out.append(metric("workerwatch.integration.durationSeconds", result.duration, {}))
+    out.append(metric(catalogue.RUN_DURATION, result.duration, {}))
     # Always at least one errors datapoint, so "no errors" is a 0 and not missing data.
     for probe in sorted(result.errors) or ["none"]:
-        out.append(
-            metric("workerwatch.integration.errors", result.errors[probe], {"probe": probe}, run_ms)
-        )
+        out.append(metric(catalogue.ERRORS, result.errors[probe], {"probe": probe}, run_ms))
     return out
 
 

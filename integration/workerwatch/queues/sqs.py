@@ -2,30 +2,24 @@
 
 A queue given by name is resolved once with GetQueueUrl and the URL is kept in the state
 (until region or endpoint change, or the queue stops existing); a queue given by URL is used
-as is. The calls go through ``backlog.ProbeRun`` (client, deadline, fault rules).
+as is. The calls go through ``aws.ProbeRun`` (client, deadline, fault rules).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from workerwatch.config import Sqs, sqs_queue_name
+from workerwatch.config import Sqs
+from workerwatch.config.model import sqs_queue_name
 from workerwatch.observations import MetricSample
-
-if TYPE_CHECKING:
-    from workerwatch.backlog import ProbeRun
-
-VISIBLE = "workerwatch.sqs.visibleMessages"
-IN_FLIGHT = "workerwatch.sqs.inFlightMessages"
-DELAYED = "workerwatch.sqs.delayedMessages"
-STUCK = "workerwatch.sqs.backlogStuckSeconds"
-AGE = "workerwatch.sqs.sampleAgeSeconds"
+from workerwatch.output.catalogue import SQS_DELAYED, SQS_IN_FLIGHT, SQS_VISIBLE
+from workerwatch.queues.aws import ProbeRun
 
 # GetQueueAttributes names -> our metrics (SQS API reference, GetQueueAttributes).
 ATTRIBUTES = {
-    "ApproximateNumberOfMessages": VISIBLE,
-    "ApproximateNumberOfMessagesNotVisible": IN_FLIGHT,
-    "ApproximateNumberOfMessagesDelayed": DELAYED,
+    "ApproximateNumberOfMessages": SQS_VISIBLE,
+    "ApproximateNumberOfMessagesNotVisible": SQS_IN_FLIGHT,
+    "ApproximateNumberOfMessagesDelayed": SQS_DELAYED,
 }
 
 

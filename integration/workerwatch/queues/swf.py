@@ -1,6 +1,6 @@
 """SWF backlog probe: which calls one sample makes and how their answers are read.
 
-The calls go through ``backlog.ProbeRun`` (client, deadline, fault rules); this module knows
+The calls go through ``aws.ProbeRun`` (client, deadline, fault rules); this module knows
 only the SWF API (botocore ``swf/2012-01-25/service-2.json``). Budget per sample, per
 domain, in the order they are made (most useful first, so a deadline cuts the least useful):
 
@@ -16,22 +16,20 @@ An unknown task list reads as 0, as SWF answers it (only an unknown domain is an
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from workerwatch.config import Swf
 from workerwatch.observations import MetricSample
-
-if TYPE_CHECKING:
-    from workerwatch.backlog import ProbeRun
+from workerwatch.output.catalogue import (
+    SWF_CANARY,
+    SWF_OPEN,
+    SWF_PENDING_ACTIVITY,
+    SWF_PENDING_DECISION,
+    SWF_TIMED_OUT,
+)
+from workerwatch.queues.aws import ProbeRun
 
 ACTIVITY, DECISION = "activity", "decision"
-PENDING_ACTIVITY = "workerwatch.swf.pendingActivityTasks"
-PENDING_DECISION = "workerwatch.swf.pendingDecisionTasks"
-OPEN = "workerwatch.swf.openWorkflows"
-TIMED_OUT = "workerwatch.swf.timedOutWorkflows"
-STUCK = "workerwatch.swf.backlogStuckSeconds"
-CANARY = "workerwatch.swf.canary.secondsSinceCompleted"
-AGE = "workerwatch.swf.sampleAgeSeconds"
 
 # CountOpenWorkflowExecutions needs a start-time filter; an execution runs for at most one
 # year (SWF quotas: "Maximum workflow execution time"), so this span covers every open one.
@@ -51,7 +49,7 @@ def _epoch(value: Any) -> float:
     """botocore parses SWF timestamps into aware datetimes; a raw number is also accepted."""
     if isinstance(value, datetime):
         return value.timestamp()
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     raise ValueError(f"not a timestamp: {type(value).__name__}")
 
@@ -121,8 +119,8 @@ def sample(section: Swf, run: ProbeRun, now: float) -> None:
     for domain in section.domains:
         name = domain.name
         for api, metric, lists in (
-            ("CountPendingActivityTasks", PENDING_ACTIVITY, domain.activity_task_lists),
-            ("CountPendingDecisionTasks", PENDING_DECISION, domain.decision_task_lists),
+            ("CountPendingActivityTasks", SWF_PENDING_ACTIVITY, domain.activity_task_lists),
+            ("CountPendingDecisionTasks", SWF_PENDING_DECISION, domain.decision_task_lists),
         ):
             for task_list in lists:
                 got = run.call(
@@ -148,7 +146,7 @@ def sample(section: Swf, run: ProbeRun, now: float) -> None:
             startTimeFilter={"oldestDate": _when(now - OPEN_SPAN_S)},
         )
         if got is not None:
-            run.add(MetricSample(OPEN, got[0], {"swf.domain": name, **_truncated(got[1])}))
+            run.add(MetricSample(SWF_OPEN, got[0], {"swf.domain": name, **_truncated(got[1])}))
         got = run.call(
             "CountClosedWorkflowExecutions",
             name,
@@ -160,7 +158,7 @@ def sample(section: Swf, run: ProbeRun, now: float) -> None:
             closeStatusFilter={"status": "TIMED_OUT"},
         )
         if got is not None:
-            run.add(MetricSample(TIMED_OUT, got[0], {"swf.domain": name, **_truncated(got[1])}))
+            run.add(MetricSample(SWF_TIMED_OUT, got[0], {"swf.domain": name, **_truncated(got[1])}))
 
     for domain in section.domains:
         name = domain.name
@@ -178,4 +176,4 @@ def sample(section: Swf, run: ProbeRun, now: float) -> None:
                 maximumPageSize=CANARY_PAGE,
             )
             if age is not None:
-                run.add(MetricSample(CANARY, age, {"swf.domain": name, "swf.workflowId": wid}))
+                run.add(MetricSample(SWF_CANARY, age, {"swf.domain": name, "swf.workflowId": wid}))

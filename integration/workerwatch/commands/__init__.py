@@ -1,0 +1,1 @@
+"""The commands, one module each; ``cli`` dispatches to them and none imports ``cli``."""

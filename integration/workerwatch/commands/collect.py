@@ -1,0 +1,31 @@
+"""The one-shot collection the agent runs every interval: one payload, then exit.
+
+``cli`` parses its flags (they are the program's global ones) and calls :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from workerwatch import log
+from workerwatch.commands.common import load_config_or_exit, version_line
+
+
+def main(ns: argparse.Namespace) -> int:
+    log.set_verbose(ns.verbose)
+    if ns.show_version:
+        print(version_line())
+        return 0
+    config = load_config_or_exit(ns.config, ns.state_dir)
+
+    from workerwatch.collector import Collector
+    from workerwatch.output.v4 import Sections, to_line
+    from workerwatch.state import FileStateStore
+
+    with FileStateStore(config.state_dir) as store:
+        result = Collector(config).collect(store)
+    sections = Sections.from_flags(ns.metrics, ns.inventory, ns.events)
+    sys.stdout.write(to_line(result, config, sections, pretty=ns.pretty))
+    sys.stdout.flush()
+    return 0

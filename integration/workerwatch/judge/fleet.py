@@ -1,0 +1,113 @@
+"""Judging one run's workers: names, heartbeats, verdicts, events, and the ones that left.
+
+Runs in the parent, on what the host probes streamed back: each observed process is named,
+given its group's heartbeat, judged against its memory (``verdict.judge``), and its change
+of state becomes events; workers remembered but no longer running are judged ``gone``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from workerwatch.config import Config, Group
+from workerwatch.judge.events import transition_event, transitions
+from workerwatch.judge.memory import NameRecord, WorkerMemory
+from workerwatch.judge.naming import match_heartbeat, worker_name
+from workerwatch.judge.states import GONE, WorkerVerdict
+from workerwatch.judge.verdict import gone, judge
+from workerwatch.observations import HeartbeatObservation, WorkerObservation
+
+
+@dataclass
+class JudgedWorker:
+    verdict: WorkerVerdict
+    memory: WorkerMemory
+    key: str
+    events: list[dict[str, Any]]
+
+
+def judge_worker(
+    observation: WorkerObservation,
+    group: Group,
+    memories: dict[str, WorkerMemory],
+    names: dict[str, NameRecord],
+    now: float,
+) -> JudgedWorker:
+    """The verdict for one observed worker, with its memory and transition events."""
+    worker = observation.worker
+    name = worker_name(worker, observation.heartbeat)
+    prev = memories.get(worker.key)
+    verdict, memory = judge(observation, name, prev, now, group.stall_after)
+    verdict.started = worker.create_time
+    events = []
+    previous = names.get(name)
+    if previous is not None and previous.key != worker.key and prev is None:
+        verdict.restarted = True
+        events.append(transition_event(verdict, "restarted", f"pid {previous.pid} -> "))
+    events.extend(transitions(verdict))
+    return JudgedWorker(verdict, memory, worker.key, events)
+
+
+def judge_all(
+    observed: list[WorkerObservation],
+    heartbeats: dict[str, list[HeartbeatObservation]],
+    config: Config,
+    memories: dict[str, WorkerMemory],
+    names: dict[str, NameRecord],
+    now: float,
+) -> list[JudgedWorker]:
+    """Judge every observed worker with its group's heartbeats (when they could be read)."""
+    groups = {g.name: g for g in config.groups}
+    judged = []
+    for observation in observed:
+        group = groups[observation.worker.group]
+        if group.heartbeats and group.name not in heartbeats:
+            # Not read this run (a hung mount, the deadline): the last known beat stands.
+            observation = replace(observation, heartbeat_unavailable=True)
+        elif group.heartbeats:
+            hb = match_heartbeat(observation.worker, heartbeats[group.name])
+            observation = replace(observation, heartbeat=hb)
+        judged.append(judge_worker(observation, group, memories, names, now))
+    return judged
+
+
+def judge_gone(
+    memories: dict[str, WorkerMemory],
+    kept: dict[str, WorkerMemory],
+    live_names: set[str],
+    live_keys: set[str],
+    config: Config,
+    now: float,
+    events: list[dict[str, Any]],
+) -> list[WorkerVerdict]:
+    """Workers remembered but no longer running: ``gone`` until ``forget_after``.
+
+    Their memory goes into ``kept``; ``disappeared`` events into ``events``.
+    """
+    groups = {g.name for g in config.groups}
+    verdicts = []
+    for key, memory in memories.items():
+        if key in kept or key in live_keys:
+            continue
+        if now - memory.last_seen > config.forget_after:
+            continue
+        if memory.group not in groups or memory.name in live_names:
+            continue  # restarted under the same name, or its group left the config
+        verdict, memory = gone(memory, now)
+        if verdict.previous_state != GONE:
+            events.append(transition_event(verdict, "disappeared"))
+        kept[key] = memory
+        verdicts.append(verdict)
+    return verdicts
+
+
+def remember_names(
+    names: dict[str, NameRecord], judged: list[JudgedWorker], now: float, forget_after: float
+) -> None:
+    """Point each name at its process now, and forget names unseen for ``forget_after``."""
+    for j in judged:
+        names[j.verdict.name] = NameRecord(key=j.key, pid=j.verdict.pid, last_seen=now)
+    for name in list(names):
+        if now - names[name].last_seen > forget_after:
+            del names[name]

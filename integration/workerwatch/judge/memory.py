@@ -1,0 +1,180 @@
+"""The saved state: everything one run leaves for the next, each record defined once.
+
+The agent starts the integration afresh every interval, so what spans runs (log offsets,
+counters, "silent since", backlog clocks, hung probe steps) is written to the state file
+(``workerwatch.state``) and read back here. That file is input like any other: a record
+of the wrong type or with an impossible value (not finite, negative where it cannot be, a
+time far from now) in any field is dropped when loading, and the drops are said in one
+warning; a dropped worker record costs that worker's deltas for one run. The checks come
+from these definitions (field types and the limits in their metadata, see ``records``),
+so a field added here is checked without another edit.
+
+Names: a cumulative counter keeps the name its probe gives it from observation to memory
+(``main_voluntary``: the main thread's voluntary context switches, psutil's word); the
+per-interval difference is named after its metric on the verdict (``wakeups``).
+"""
+
+# Fields are declared through small helpers that return dataclasses.field(...).
+# ruff: noqa: RUF009
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from workerwatch import records
+from workerwatch.judge.states import STATES, UNKNOWN
+from workerwatch.observations import MetricSample
+
+# 2: "voluntary" became "main_voluntary", probes.stuck became probes.hung (migrated on load).
+FORMAT_VERSION = 2
+# An operation a queue endpoint does not implement is asked again after this long.
+UNSUPPORTED_RECHECK_S = 6 * 3600.0
+
+TIME = {"time": True}  # a moment this program recorded: near the run's "now"
+# A file's modification time (log files, heartbeat files) may lie anywhere a clock could set it.
+FILE_TIME = {"time": True, "ahead": records.PAST}
+COUNT = {"ge": 0, "le": 2**63}  # kernel counters are 64-bit
+PID = {"ge": 1, "le": 1 << 22}  # pid_max's ceiling (PID_MAX_LIMIT)
+NAME = {"min_length": 1, "max_length": 4096}
+
+
+def _optional(meta: dict[str, Any]) -> Any:
+    return field(default=None, metadata=meta)
+
+
+@dataclass
+class WorkerMemory:
+    """What one run leaves for the next about one process (keyed by pid + start time)."""
+
+    name: str = field(metadata=NAME)
+    group: str = field(metadata=NAME)
+    pid: int = field(metadata=PID)
+    first_seen: float = field(metadata=TIME)
+    last_seen: float = field(metadata=TIME)
+    state: str = field(default=UNKNOWN, metadata={"one_of": STATES})
+    log_pos: dict[int, int] | None = _optional({"keys": {"le": 2**31}, "each": COUNT})
+    last_log_activity: float | None = _optional(TIME)
+    log_mtime: float | None = _optional(FILE_TIME)
+    hb_seq: int | None = _optional(COUNT)
+    hb_time: float | None = _optional(FILE_TIME)
+    cpu: float | None = _optional(COUNT)  # seconds, whole process
+    main_cpu: float | None = _optional(COUNT)  # seconds, main thread
+    main_voluntary: int | None = _optional(COUNT)
+    write_chars: int | None = _optional(COUNT)
+    last_progress: float | None = _optional(TIME)
+    blocked_syscall: str | None = _optional(NAME)
+    blocked_fd: int | None = _optional({"ge": 0, "le": 2**31})
+    blocked_since: float | None = _optional(TIME)
+    stalled_since: float | None = _optional(TIME)
+    others_voluntary: int | None = _optional(COUNT)
+    wake_runs: int = field(default=0, metadata={"ge": 0, "le": 2**31})
+
+
+@dataclass
+class NameRecord:
+    """Which process a stable worker name pointed at, to see a restart (same name, new pid)."""
+
+    key: str = field(metadata=NAME)
+    pid: int = field(metadata=PID)
+    last_seen: float = field(metadata=TIME)
+
+
+@dataclass
+class HungStep:
+    """A host-probe step whose child process hung in an earlier run and may still be hung."""
+
+    pid: int = field(metadata=PID)
+    start: int = field(metadata=COUNT)  # the child's start time in ticks since boot
+    since: float = field(metadata=TIME)
+
+
+@dataclass
+class RunRecord:
+    last: float = field(metadata=TIME)  # when the previous run started
+
+
+@dataclass
+class Level:
+    """A backlog count and since when it has not gone down (backlogStuckSeconds)."""
+
+    count: float = field(metadata={"ge": 0})
+    since: float | None = field(metadata=TIME)
+    seen: float = field(metadata=TIME)
+
+
+@dataclass
+class ProbeState:
+    """One queue-side probe's memory (``swf`` or ``sqs``).
+
+    ``endpoint`` and ``config`` fingerprint the section it was made with: what is keyed to
+    the endpoint is dropped when region or endpoint change, the last values when anything
+    in the section does.
+    """
+
+    endpoint: str
+    config: str
+    levels: dict[str, Level] = field(default_factory=dict, metadata={"tolerant": True})
+    urls: dict[str, str] = field(default_factory=dict, metadata={"tolerant": True})
+    # operation -> until when it is not asked again
+    unsupported: dict[str, float] = field(
+        default_factory=dict,
+        metadata={"tolerant": True, "each": {**TIME, "ahead": UNSUPPORTED_RECHECK_S + 86400}},
+    )
+    sampled_at: float | None = field(default=None, metadata={**TIME, "tolerant": True})
+    values: list[MetricSample] = field(default_factory=list, metadata={"tolerant": True})
+    units: list[str] = field(default_factory=list, metadata={"tolerant": True})
+
+
+@dataclass
+class Probes:
+    run: RunRecord | None = field(default=None, metadata={"tolerant": True})
+    hung: dict[str, HungStep] = field(default_factory=dict, metadata={"tolerant": True})
+    swf: ProbeState | None = field(default=None, metadata={"tolerant": True})
+    sqs: ProbeState | None = field(default=None, metadata={"tolerant": True})
+
+
+@dataclass
+class SavedState:
+    """The state file's content (without its ``version``)."""
+
+    workers: dict[str, WorkerMemory] = field(default_factory=dict, metadata={"tolerant": True})
+    names: dict[str, NameRecord] = field(default_factory=dict, metadata={"tolerant": True})
+    probes: Probes = field(default_factory=Probes, metadata={"tolerant": True})
+
+
+def _migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
+    """An older format's document in this format's names."""
+    if version == 1:
+        workers = data.get("workers")
+        if isinstance(workers, dict):
+            for entry in workers.values():
+                if isinstance(entry, dict) and "voluntary" in entry:
+                    entry["main_voluntary"] = entry.pop("voluntary")
+        probes = data.get("probes")
+        if isinstance(probes, dict) and "stuck" in probes:
+            probes["hung"] = probes.pop("stuck")
+    return data
+
+
+MIGRATES = (1,)  # older versions read by ``from_json``
+
+
+def from_json(data: dict[str, Any], now: float) -> tuple[SavedState, list[str]]:
+    """The state from a parsed state file, and what was dropped (one line per entry).
+
+    ``data`` is a mapping whose ``version`` is ``FORMAT_VERSION`` or one of ``MIGRATES``.
+    """
+    version = data.get("version")
+    body = {k: v for k, v in data.items() if k != "version"}
+    if version != FORMAT_VERSION:
+        body = _migrate(body, version)  # type: ignore[arg-type]
+    try:
+        return records.load(SavedState, body, now)
+    except records.Invalid as exc:  # an unknown top-level key: not something we wrote
+        return SavedState(), [str(exc)]
+
+
+def to_json(state: SavedState) -> dict[str, Any]:
+    """The state as JSON-shaped data, ready for ``json.dumps``: the one way it is written."""
+    return {"version": FORMAT_VERSION, **records.dump(state)}

@@ -1,0 +1,127 @@
+"""The reason behind a verdict, in words: what an operator reads in events and ``status``.
+
+Each fact is given twice: exact (``no log write for 312 s``) for people and events, and
+without numbers (``no log write``) for the metric attribute ``worker.reason``, which then
+changes only when the situation does and does not mint a new time series every run.
+"""
+
+from __future__ import annotations
+
+from workerwatch.host.syscalls import WAIT_SYSCALLS
+from workerwatch.judge.memory import WorkerMemory
+from workerwatch.judge.states import (
+    BUSY_CPU_SHARE,
+    STALLED,
+    UNKNOWN,
+    WAITS_FOR_CHILDREN,
+    WorkerVerdict,
+)
+from workerwatch.observations import ProcessObservation, WorkerObservation
+from workerwatch.units import human_duration as ago
+
+
+def _bytes(n: int) -> str:
+    if n < 1024:
+        return f"{n} B"
+    if n < 1024 * 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n / 1024 / 1024:.1f} MiB"
+
+
+# (with numbers, for people and events; without numbers, for the metric attribute)
+Fact = tuple[str, str]
+
+
+def explain(
+    v: WorkerVerdict,
+    obs: WorkerObservation,
+    prev: WorkerMemory | None,
+    now: float,
+    silent_for: float,
+    no_progress_for: float,
+    log_since: float | None,
+    others: bool | None,
+) -> list[Fact]:
+    """The evidence behind a verdict, twice: exact, and stable from run to run.
+
+    The metric attribute ``worker.reason`` uses the stable form, so it changes only when
+    the situation does and does not mint a new time series every run; the exact numbers
+    are metrics of their own.
+    """
+    proc, hb = obs.process, obs.heartbeat
+    facts: list[Fact] = []
+    if v.state == UNKNOWN and prev is None:
+        facts.append(("first sample, verdict from the next run", "first sample"))
+    elif v.state == UNKNOWN and proc is None:
+        facts.append(("process counters unreadable", "process counters unreadable"))
+
+    if hb is not None and v.task_name:
+        running = f" for {ago(v.task_seconds)}" if v.task_seconds is not None else ""
+        age = ago(v.heartbeat_age or 0)
+        if v.state == STALLED:
+            text = f"busy on {v.task_name}{running}, no beat for {age}"
+            facts.append((text, f"busy on {v.task_name}, no beat"))
+        else:
+            facts.append(
+                (f"busy on {v.task_name}{running}, beat {age} ago", f"busy on {v.task_name}")
+            )
+    elif hb is not None:
+        idle = "idle heartbeat" if hb.state == "idle" else "heartbeat"
+        facts.append((f"{idle} {ago(v.heartbeat_age or 0)} ago", idle))
+
+    if v.bytes_written:
+        facts.append(
+            (f"log +{_bytes(v.bytes_written)} in {ago(v.interval_s or 0)}", "writing its log")
+        )
+    elif log_since is not None:
+        facts.append((f"no log write for {ago(now - log_since)}", "no log write"))
+    elif obs.log is not None and obs.log.source == "fd":
+        facts.append(("no log file open", "no log file open"))
+
+    if proc is not None:
+        facts.append(_thread_story(v, proc, no_progress_for, others))
+    if v.cpu_delta is not None:
+        brief = "on CPU" if v.interval_s and v.cpu_delta >= BUSY_CPU_SHARE * v.interval_s else ""
+        facts.append((f"cpu +{v.cpu_delta:.2f} s", brief))
+    if v.state == STALLED and silent_for > 0 and not facts:
+        facts.append((f"silent for {ago(silent_for)}", "silent"))
+    facts.extend((note, "" if note.startswith("stalled for") else note) for note in v.notes)
+    return facts
+
+
+def _thread_story(
+    v: WorkerVerdict, proc: ProcessObservation, no_progress_for: float, others: bool | None
+) -> Fact:
+    if proc.state == "D":
+        where = f" at {proc.wchan}" if proc.wchan else ""
+        text = f"main thread in uninterruptible sleep (D){where}"
+        return text, text
+    if proc.state in ("T", "t"):
+        return "process stopped (T)", "process stopped (T)"
+    peer = f" on {v.blocked_peer}" if v.blocked_peer else ""
+    if v.state == STALLED and v.blocked_syscall:
+        where = f"main thread blocked in {v.blocked_syscall}{peer}"
+        wakeups = (
+            f"{v.wakeups} wakeups since the last run"
+            if v.wakeups
+            else f"0 wakeups in {ago(no_progress_for)}"
+        )
+        return f"{where} for {ago(v.blocked_seconds or 0)}, {wakeups}", where
+    if v.state == STALLED:
+        return f"main thread made no progress for {ago(no_progress_for)}", "no progress"
+    if others:
+        where = f"main thread waits in {v.blocked_syscall or proc.syscall}"
+        return f"{where}; other threads active", f"{where}; other threads active"
+    if proc.syscall in WAITS_FOR_CHILDREN:
+        text = f"waits for its child processes ({proc.syscall})"
+        return text, text
+    if v.wakeups:
+        where = f" ({proc.syscall})" if proc.syscall and proc.syscall != "running" else ""
+        text = f"main thread woke {v.wakeups} times in {ago(v.interval_s or 0)}{where}"
+        return text, f"main thread wakes{where}"
+    if proc.syscall == "running" or proc.state == "R":
+        return "main thread on CPU", "main thread on CPU"
+    if v.blocked_syscall and v.blocked_syscall not in WAIT_SYSCALLS and v.blocked_seconds:
+        where = f"main thread in {v.blocked_syscall}{peer}"
+        return f"{where} for {ago(v.blocked_seconds)}", where
+    return "", ""
