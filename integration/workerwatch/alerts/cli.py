@@ -158,23 +158,28 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
         )
     _warn_runbook(docs)
 
-    from workerwatch.alerts import reconcile
     from workerwatch.alerts.nerdgraph import ENDPOINTS, NerdGraphClient
+    from workerwatch.alerts.plan import ApplyError, Plan
+    from workerwatch.alerts.render import render
 
     endpoint = ns.endpoint or ENDPOINTS[ns.region]
-    planner: Callable[..., reconcile.Plan]
+    planner: Callable[..., Plan]
     applier: Callable[..., None]
     if kind == "alerts":
-        planner, applier = reconcile.plan_alerts, reconcile.apply_alerts
+        from workerwatch.alerts.alert_plan import apply_alerts, plan_alerts
+
+        planner, applier = plan_alerts, apply_alerts
         what = "alert policy"
     else:
-        planner, applier = reconcile.plan_dashboards, reconcile.apply_dashboards
+        from workerwatch.alerts.dashboard_plan import apply_dashboards, plan_dashboards
+
+        planner, applier = plan_dashboards, apply_dashboards
         what = "dashboards"
     with NerdGraphClient(
         endpoint, secret, timeout=(min(10.0, ns.timeout), ns.timeout), log=log.debug
     ) as client:
         plan = planner(client, account_id, docs)
-        for line in reconcile.render(plan, what):
+        for line in render(plan, what):
             print(line)
         if ns.action == "plan":
             return 0
@@ -183,7 +188,7 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
             return 0
         try:
             applier(client, plan, lambda message: print(f"  {message}"))
-        except reconcile.ApplyError as exc:
+        except ApplyError as exc:
             text = str(exc.cause).replace(secret, "[API key]") if secret else str(exc.cause)
             log.error(text)
             log.error(
