@@ -13,13 +13,9 @@ import yaml
 from workerwatch.alerts import MANAGED_MARKER, is_managed
 from workerwatch.alerts import cli as cli_module
 from workerwatch.alerts.cli import alerts_main, find_definitions
-from workerwatch.alerts.models import (
-    METRIC_NAME,
-    AlertsDocument,
-    load_alerts,
-    load_dashboards,
-    metric_names,
-)
+from workerwatch.alerts.fields import METRIC_NAME, metric_names
+from workerwatch.alerts.load import load_alerts, load_dashboards
+from workerwatch.alerts.models import AlertsDocument
 from workerwatch.alerts.params import DefinitionError, parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -307,7 +303,7 @@ def test_the_collection_path_never_imports_the_alert_tooling() -> None:
         import sys
         import workerwatch.cli
         assert "workerwatch.alerts" not in sys.modules, "cli imported the alerts package"
-        import workerwatch.alerts.models, workerwatch.alerts.cli, workerwatch.alerts.nerdgraph
+        import workerwatch.alerts.load, workerwatch.alerts.cli, workerwatch.alerts.nerdgraph
         assert "requests" not in sys.modules, "requests imported before a request is made"
         """
     )

@@ -9,7 +9,7 @@ import pytest
 from workerwatch.alerts import MANAGED_MARKER, is_managed
 from workerwatch.alerts import nerdgraph as ng
 from workerwatch.alerts.cli import alerts_main, dashboards_main
-from workerwatch.alerts.models import load_alerts
+from workerwatch.alerts.load import load_alerts
 from workerwatch.output import retry
 
 from tests.nerdgraph.fake import FakeNerdGraph

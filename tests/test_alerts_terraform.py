@@ -11,7 +11,7 @@ import hcl2
 import pytest
 from hcl2 import SerializationOptions
 from workerwatch.alerts.cli import alerts_main, dashboards_main
-from workerwatch.alerts.models import load_alerts, load_dashboards
+from workerwatch.alerts.load import load_alerts, load_dashboards
 from workerwatch.alerts.terraform import Block, alerts_hcl, dashboards_hcl, identifier, render
 
 ROOT = Path(__file__).resolve().parents[1]

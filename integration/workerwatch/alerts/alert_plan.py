@@ -137,11 +137,15 @@ def condition_input(state: Mapping[str, Any], keys: Iterable[str], *, create: bo
         elif isinstance(value, dict) and create:
             value = {k: v for k, v in value.items() if v is not None}
         if key == "expiration" and not state["expiration"]["expirationDuration"]:
-            # Loss of signal off: what the docs' example update sends to switch it off.
+            # Loss of signal off: the docs' example update (nerdgraph-api-loss-signal-gap-
+            # filling) sends the first three; an update changes only the fields it is given,
+            # so ignoreOnExpectedTermination must be switched off too or it stays true and
+            # every later plan shows it again.
             value = {
                 "expirationDuration": None,
                 "openViolationOnExpiration": False,
                 "closeViolationsOnExpiration": False,
+                "ignoreOnExpectedTermination": False,
             }
             if create:
                 continue

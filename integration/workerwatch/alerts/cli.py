@@ -130,7 +130,7 @@ def _main(kind: str, argv: Sequence[str]) -> int:
 
 
 def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
-    from workerwatch.alerts.models import load_alerts, load_dashboards
+    from workerwatch.alerts.load import load_alerts, load_dashboards
 
     overrides = parse_sets(ns.sets)
     directory = find_definitions(ns.definitions) / kind

@@ -8,8 +8,8 @@ from typing import Any
 
 from workerwatch.alerts import is_managed
 from workerwatch.alerts import nerdgraph as ng
+from workerwatch.alerts.dashboard_models import Dashboard, DashboardDocument
 from workerwatch.alerts.diff import diff, project
-from workerwatch.alerts.models import Dashboard, DashboardDocument
 from workerwatch.alerts.plan import (
     CREATE,
     NOOP,

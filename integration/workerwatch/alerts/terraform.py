@@ -17,7 +17,8 @@ from typing import Any
 
 from workerwatch import __version__
 from workerwatch.alerts import TOOL
-from workerwatch.alerts.models import AlertsDocument, Condition, DashboardDocument, Widget
+from workerwatch.alerts.dashboard_models import DashboardDocument, Widget
+from workerwatch.alerts.models import AlertsDocument, Condition
 
 
 @dataclass
