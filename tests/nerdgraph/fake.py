@@ -107,6 +107,7 @@ class FakeNerdGraph:
             "description": description,
             "permissions": "PUBLIC_READ_WRITE",
             "pages": [],
+            "variables": [],
         }
         return guid
 
@@ -401,6 +402,7 @@ class _Root:
             name=dashboard["name"],
             description=dashboard.get("description"),
             permissions=dashboard["permissions"],
+            variables=copy.deepcopy(dashboard.get("variables") or []),
         )
         pages = []
         for page in dashboard["pages"]:

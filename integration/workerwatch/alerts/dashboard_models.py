@@ -20,6 +20,10 @@ from workerwatch.alerts.params import Parameter, Value
 
 Visualization = Literal["area", "bar", "billboard", "line", "markdown", "pie", "table"]
 Permissions = Literal["PRIVATE", "PUBLIC_READ_ONLY", "PUBLIC_READ_WRITE"]
+# Charts whose series are told apart by a legend (terraform one_dashboard: legend_enabled).
+CHARTS = {"area", "bar", "line", "pie"}
+_VARIABLE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
+_UNIQUES = re.compile(r"\buniques\s*\(", re.I)
 
 
 class Widget(Strict):
@@ -34,6 +38,9 @@ class Widget(Strict):
     text: str | None = None
     critical: Threshold | None = None
     warning: Threshold | None = None
+    # Charts show their legend unless a definition says otherwise: with one series per host and
+    # worker, the legend is what names them.
+    legend: bool = True
 
     @field_validator("query")
     @classmethod
@@ -91,12 +98,43 @@ class Page(Strict):
         return sorted(self.widgets, key=lambda w: (w.row, w.column))
 
 
+class Variable(Strict):
+    """A template variable (docs dashboard-template-variables): a query-type dropdown whose
+    values a widget uses as ``{{name}}``; multi-select, defaulting to every value (``*``, the
+    "select all" default value in the terraform one_dashboard docs)."""
+
+    name: str = Field(min_length=1, max_length=255)
+    title: str | None = None
+    query: str = Field(min_length=1)
+    multi: bool = True
+    default_all: bool = True
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        # "Variable names must start with a letter and can contain letters, numbers, and
+        # underscores" (docs dashboard-template-variables).
+        if not _VARIABLE_NAME.match(value):
+            raise ValueError("a variable name starts with a letter; letters, digits, _")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, value: str) -> str:
+        value = " ".join(value.split())
+        # "Queries must use the uniques syntax" (docs dashboard-template-variables).
+        if not _UNIQUES.search(value):
+            raise ValueError("a variable's query must select uniques(attribute)")
+        return check_metrics(value)
+
+
 class Dashboard(Strict):
     key: str | None = None
     name: str = Field(min_length=1, max_length=255)
     description: str = ""
     permissions: Annotated[Permissions, BeforeValidator(upper)] = "PUBLIC_READ_ONLY"
     pages: list[Page] = Field(min_length=1, max_length=20)
+    variables: list[Variable] = Field(default_factory=list)
 
     @field_validator("description")
     @classmethod
@@ -110,6 +148,16 @@ class Dashboard(Strict):
     @model_validator(mode="after")
     def _unique_pages(self) -> Dashboard:
         unique_by(self.pages, lambda p: p.name.casefold(), "page name")
+        unique_by(self.variables, lambda v: v.name, "variable name")
+        known = {v.name for v in self.variables}
+        for page in self.pages:
+            for widget in page.widgets:
+                used = set(re.findall(r"\{\{\s*([A-Za-z0-9_]+)\s*\}\}", widget.query or ""))
+                if used - known:
+                    raise ValueError(
+                        f"widget {widget.title!r} uses undefined variable(s) "
+                        f"{', '.join(sorted(used - known))}"
+                    )
         return self
 
     @property

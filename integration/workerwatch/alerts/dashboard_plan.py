@@ -8,7 +8,7 @@ from typing import Any
 
 from workerwatch.alerts import is_managed
 from workerwatch.alerts import nerdgraph as ng
-from workerwatch.alerts.dashboard_models import Dashboard, DashboardDocument
+from workerwatch.alerts.dashboard_models import CHARTS, Dashboard, DashboardDocument, Variable
 from workerwatch.alerts.diff import diff, project
 from workerwatch.alerts.plan import (
     CREATE,
@@ -44,13 +44,16 @@ def dashboard_input(d: Dashboard, account_id: int, page_guids: Mapping[str, str]
                 raw = {"text": w.text}
             else:
                 raw = {"nrqlQueries": [{"accountIds": [account_id], "query": w.query}]}
-                thresholds = [
-                    {"alertSeverity": severity, "value": value}
-                    for severity, value in (("CRITICAL", w.critical), ("WARNING", w.warning))
-                    if value is not None
-                ]
-                if thresholds:
-                    raw["thresholds"] = thresholds
+                if w.visualization == "billboard":
+                    # Always sent, empty when none: a threshold removed from the definition
+                    # must show up as a change, and the projection compares sent keys only.
+                    raw["thresholds"] = [
+                        {"alertSeverity": severity, "value": value}
+                        for severity, value in (("CRITICAL", w.critical), ("WARNING", w.warning))
+                        if value is not None
+                    ]
+                if w.visualization in CHARTS:
+                    raw["legend"] = {"enabled": w.legend}
             widgets.append(
                 {
                     "title": w.title,
@@ -76,6 +79,22 @@ def dashboard_input(d: Dashboard, account_id: int, page_guids: Mapping[str, str]
         "description": d.full_description,
         "permissions": d.permissions,
         "pages": pages,
+        # Always sent: an empty list removes variables a definition no longer has.
+        "variables": [variable_input(v, account_id) for v in d.variables],
+    }
+
+
+def variable_input(v: Variable, account_id: int) -> dict[str, Any]:
+    """DashboardVariableInput for a query-type variable whose values replace ``{{name}}``."""
+    return {
+        "name": v.name,
+        "title": v.title or v.name,
+        "type": "NRQL",
+        "nrqlQuery": {"accountIds": [account_id], "query": v.query},
+        "isMultiSelection": v.multi,
+        "defaultValues": [{"value": {"string": "*"}}] if v.default_all else [],
+        # Values are strings (host and group names): quoted when substituted.
+        "replacementStrategy": "STRING",
     }
 
 
@@ -115,7 +134,22 @@ def dashboard_state(payload: Mapping[str, Any]) -> dict[str, Any]:
         "description": payload.get("description"),
         "permissions": payload.get("permissions"),
         "pages": pages,
+        "variables": {
+            str(v.get("name")): {key: v.get(key) for key in _VARIABLE_KEYS}
+            for v in payload.get("variables") or []
+        },
     }
+
+
+# The variable fields this tool writes and reads back (DashboardVariableInput / DashboardVariable).
+_VARIABLE_KEYS = (
+    "title",
+    "type",
+    "nrqlQuery",
+    "isMultiSelection",
+    "defaultValues",
+    "replacementStrategy",
+)
 
 
 def _dashboard_diff(live: Mapping[str, Any], desired_input: Mapping[str, Any]) -> list:

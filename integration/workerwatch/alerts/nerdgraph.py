@@ -169,6 +169,15 @@ query DashboardGet($guid: EntityGuid!) {
       ... on DashboardEntity {
         description
         permissions
+        variables {
+          name
+          title
+          type
+          isMultiSelection
+          replacementStrategy
+          nrqlQuery { accountIds query }
+          defaultValues { value { string } }
+        }
         pages {
           guid
           name
