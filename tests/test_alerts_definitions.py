@@ -368,7 +368,9 @@ def test_every_facet_at_every_level_asks_for_all_values(dashboard) -> None:
 def test_per_worker_series_are_per_host(dashboard) -> None:
     # worker@3.service exists on every host: a facet on worker.name alone merges them.
     host = dashboard.values["host_attribute"]
-    worker_widgets = [w for w in widgets_with_queries(dashboard) if "workerwatch.worker." in w.query]
+    worker_widgets = [
+        w for w in widgets_with_queries(dashboard) if "workerwatch.worker." in w.query
+    ]
     assert len(worker_widgets) >= 9
     for w in worker_widgets:
         facet = facet_of(query_levels(w.query)[-1])

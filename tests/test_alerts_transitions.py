@@ -9,6 +9,7 @@ definition says.
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,9 +17,9 @@ from typing import Any
 import pytest
 import yaml
 from workerwatch.alerts.alert_plan import condition_state, live_condition_state
-from workerwatch.alerts.cli import alerts_main
+from workerwatch.alerts.cli import alerts_main, dashboards_main
 from workerwatch.alerts.diff import diff
-from workerwatch.alerts.load import load_alerts
+from workerwatch.alerts.load import load_alerts, load_dashboards
 
 from tests.nerdgraph.fake import FakeNerdGraph
 
@@ -180,3 +181,71 @@ def test_every_transition_settles_in_one_apply(
     for step, definitions in (("A", state_a), ("A -> B", state_b), ("B -> A", state_a)):
         _apply(fake, definitions, capsys)
         _assert_settled(fake, definitions, capsys, f"{name}, {step}")
+
+
+# ----------------------------------------------------------------------------- dashboards
+
+DASHBOARD = ROOT / "definitions" / "dashboards" / "nri-workerwatch.yml"
+
+
+def _widget(doc: dict[str, Any], title: str) -> dict[str, Any]:
+    return next(
+        w for page in doc["dashboard"]["pages"] for w in page["widgets"] if w["title"] == title
+    )
+
+
+def _unfilter(doc: dict[str, Any]) -> None:
+    # Variables removed, and every query that used them with them.
+    doc["dashboard"].pop("variables")
+    for page in doc["dashboard"]["pages"]:
+        for w in page["widgets"]:
+            if "query" in w:
+                w["query"] = re.sub(
+                    r"\s*(WHERE|AND) \$\{host_attribute\} IN \(\{\{host\}\}\) "
+                    r"AND worker\.group IN \(\{\{group\}\}\)",
+                    lambda m: " WHERE worker.group IS NOT NULL" if m.group(1) == "WHERE" else "",
+                    w["query"],
+                )
+
+
+DASHBOARD_CASES: list[tuple[str, Edit]] = [
+    ("billboard threshold", lambda d: _widget(d, "Stalled workers (all hosts)").pop("critical")),
+    ("billboard warning", lambda d: _widget(d, "SWF workflows timed out").update(warning=1)),
+    ("legend", lambda d: _widget(d, "CPU seconds").update(legend=False)),
+    ("template variables", _unfilter),
+    ("page description", lambda d: d["dashboard"]["pages"][1].pop("description")),
+    (
+        "widget removed",
+        lambda d: d["dashboard"]["pages"][0]["widgets"].remove(_widget(d, "Running tasks")),
+    ),
+    ("permissions", lambda d: d["dashboard"].update(permissions="PRIVATE")),
+]
+
+
+def _write_dashboard(edit: Edit | None, directory: Path) -> Path:
+    doc = yaml.safe_load(DASHBOARD.read_text(encoding="utf-8"))
+    if edit:
+        edit(doc)
+    (directory / "dashboards").mkdir(parents=True, exist_ok=True)
+    text = yaml.safe_dump(doc, sort_keys=False)
+    (directory / "dashboards" / "d.yml").write_text(text, encoding="utf-8")
+    return directory
+
+
+@pytest.mark.parametrize(("name", "edit"), DASHBOARD_CASES, ids=[c[0] for c in DASHBOARD_CASES])
+def test_every_dashboard_transition_settles_in_one_apply(
+    fake: FakeNerdGraph, tmp_path: Path, capsys, name: str, edit: Edit
+) -> None:
+    state_a = _write_dashboard(None, tmp_path / "a")
+    state_b = _write_dashboard(edit, tmp_path / "b")
+    argv = ["apply", "--account-id", str(ACCOUNT), "--endpoint", fake.endpoint]  # type: ignore[attr-defined]
+    for step, definitions in (("A", state_a), ("A -> B", state_b), ("B -> A", state_a)):
+        for attempt in ("apply", "second apply"):
+            before = len(fake.mutations)
+            assert dashboards_main([*argv, "--definitions", str(definitions)]) == 0
+            out = capsys.readouterr().out
+            if attempt == "second apply":
+                assert len(fake.mutations) == before, f"{name}, {step}: still changes:\n{out}"
+        (doc,) = load_dashboards(definitions / "dashboards", {})
+        (stored,) = fake.dashboards.values()
+        assert len(stored["variables"]) == len(doc.dashboard.variables), f"{name}, {step}"
