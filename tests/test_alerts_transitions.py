@@ -18,6 +18,7 @@ import pytest
 import yaml
 from workerwatch.alerts.alert_plan import condition_state, live_condition_state
 from workerwatch.alerts.cli import alerts_main, dashboards_main
+from workerwatch.alerts.dashboard_plan import dashboard_input
 from workerwatch.alerts.diff import diff
 from workerwatch.alerts.load import load_alerts, load_dashboards
 
@@ -249,3 +250,14 @@ def test_every_dashboard_transition_settles_in_one_apply(
         (doc,) = load_dashboards(definitions / "dashboards", {})
         (stored,) = fake.dashboards.values()
         assert len(stored["variables"]) == len(doc.dashboard.variables), f"{name}, {step}"
+        # What the account holds, read without the diff's projection: thresholds and legends
+        # as the definition says, including their absence.
+        sent = dashboard_input(doc.dashboard, ACCOUNT, {})
+        for page_sent, page_stored in zip(sent["pages"], stored["pages"]):
+            assert page_stored.get("description") == page_sent.get("description"), name
+            assert len(page_stored["widgets"]) == len(page_sent["widgets"]), name
+            for w_sent, w_stored in zip(page_sent["widgets"], page_stored["widgets"]):
+                for key in ("thresholds", "legend", "nrqlQueries"):
+                    have = w_stored["rawConfiguration"].get(key) or None
+                    want = w_sent["rawConfiguration"].get(key) or None
+                    assert have == want, f"{name}, {step}: {w_sent['title']} {key}"
