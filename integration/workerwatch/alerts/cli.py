@@ -84,12 +84,18 @@ def _parser(kind: str) -> argparse.ArgumentParser:
         "--definitions", default=None, help="definitions directory (holds alerts/, dashboards/)"
     )
     parser.add_argument(
-        "--output", "-o", default="-", help="terraform: file to write (default: stdout)"
+        "--output",
+        "-o",
+        default="-",
+        help=(
+            "terraform: a directory (versions.tf, workerwatch_variables.tf and the resource "
+            "file) or a .tf file (the shared files are written next to it); default stdout"
+        ),
     )
     parser.add_argument(
         "--no-provider-block",
         action="store_true",
-        help="terraform: leave out the terraform { required_providers } block",
+        help="terraform: no versions.tf (your module already declares required_providers)",
     )
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="seconds to wait for each NerdGraph answer"
@@ -148,7 +154,7 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
     if ns.action == "parameters":
         return _print_parameters(docs)
     if ns.action == "terraform":
-        return _terraform(kind, docs, account_id, ns)
+        return _terraform(kind, directory, overrides, docs, account_id, ns)
 
     if account_id is None:
         raise DefinitionError(f"--account-id is required for {ns.action} (or set ${ACCOUNT_ENV})")
@@ -201,20 +207,57 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
     return 0
 
 
-def _terraform(kind: str, docs: list[Any], account_id: int | None, ns: argparse.Namespace) -> int:
+def _terraform(
+    kind: str,
+    directory: Path,
+    overrides: dict[str, str],
+    docs: list[Any],
+    account_id: int | None,
+    ns: argparse.Namespace,
+) -> int:
     from workerwatch.alerts import terraform
+    from workerwatch.alerts.load import load_alerts, load_dashboards
 
-    render = terraform.alerts_hcl if kind == "alerts" else terraform.dashboards_hcl
-    text = render(docs, account_id, provider_block=not ns.no_provider_block)
+    runbook = next(
+        (str(d.values["runbook_base_url"]) for d in docs if "runbook_base_url" in d.values), ""
+    )
+    if runbook:
+        # Loaded again with a stand-in for the runbook address, which stays a variable.
+        loader = load_alerts if kind == "alerts" else load_dashboards
+        docs = loader(directory, {**overrides, "runbook_base_url": terraform.RUNBOOK_SENTINEL})
+    resources = (terraform.alerts_hcl if kind == "alerts" else terraform.dashboards_hcl)(docs)
+    shared = {terraform.VARIABLES_FILE: terraform.variables_tf(account_id, runbook)}
+    if not ns.no_provider_block:
+        shared = {terraform.VERSIONS_FILE: terraform.versions_tf(), **shared}
     if ns.output == "-":
-        sys.stdout.write(text)
+        sys.stdout.write("\n".join([*shared.values(), resources]))
         sys.stdout.flush()
+        return 0
+    target = Path(ns.output)
+    if target.is_dir() or ns.output.endswith("/"):
+        folder, resource_path = target, target / terraform.RESOURCE_FILES[kind]
     else:
-        target = Path(ns.output)
-        tmp = target.with_name(f".{target.name}.tmp")
+        folder, resource_path = target.parent, target
+    files = {folder / name: text for name, text in shared.items()}
+    for path in files:
+        # The shared files are written by alerts and dashboards alike, with the same content;
+        # a file of the same name that we did not write is someone else's: never replaced.
+        if path.exists() and terraform.GENERATED not in path.read_text(errors="replace")[:200]:
+            raise DefinitionError(
+                f"{path} exists and was not written by nri-workerwatch; not replacing it. "
+                + (
+                    "If it declares required_providers, use --no-provider-block."
+                    if path.name == terraform.VERSIONS_FILE
+                    else "Write into another directory."
+                )
+            )
+    files[resource_path] = resources
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, text in files.items():
+        tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-        print(f"wrote {target}", file=sys.stderr)
+        tmp.replace(path)
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 
