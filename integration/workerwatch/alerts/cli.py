@@ -98,7 +98,13 @@ def _parser(kind: str) -> argparse.ArgumentParser:
         help="terraform: no versions.tf (your module already declares required_providers)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for each NerdGraph answer"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help=(
+            "seconds the whole command may take: every NerdGraph request, retry and wait "
+            "(default 30)"
+        ),
     )
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     return parser
@@ -148,6 +154,8 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
             account_id = int(os.environ[ACCOUNT_ENV])
         except ValueError:
             raise DefinitionError(f"${ACCOUNT_ENV} must be a number") from None
+    if not ns.timeout > 0:
+        raise DefinitionError("--timeout must be a positive number of seconds")
     if account_id is not None and account_id <= 0:
         raise DefinitionError("--account-id must be a positive number")
 
@@ -182,7 +190,7 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
         planner, applier = plan_dashboards, apply_dashboards
         what = "dashboards"
     with NerdGraphClient(
-        endpoint, secret, timeout=(min(10.0, ns.timeout), ns.timeout), log=log.debug
+        endpoint, secret, budget=ns.timeout, log=log.debug, say=log.warn
     ) as client:
         plan = planner(client, account_id, docs)
         for line in render(plan, what):
