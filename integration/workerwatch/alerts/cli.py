@@ -4,6 +4,8 @@
     apply       make exactly those changes through NerdGraph
     terraform   write the same resources as HCL for the newrelic/newrelic provider
     parameters  list the definition parameters, their defaults and the values in effect
+    simulate    (alerts) replay a run's payload lines through the conditions: when each
+                incident would open and close
 
 The User API key comes from the environment variable NEW_RELIC_API_KEY only: a flag would
 leave it in shell history and process listings. It is never printed.
@@ -61,7 +63,15 @@ def _parser(kind: str) -> argparse.ArgumentParser:
         ),
         epilog=f"The User API key is read from ${API_KEY_ENV}; it is never a flag.",
     )
-    parser.add_argument("action", choices=["plan", "apply", "terraform", "parameters"])
+    actions = ["plan", "apply", "terraform", "parameters"]
+    parser.add_argument("action", choices=[*actions, "simulate"] if kind == "alerts" else actions)
+    if kind == "alerts":
+        parser.add_argument(
+            "--payloads",
+            default=None,
+            metavar="FILE",
+            help="simulate: protocol-v4 payload lines of a run, oldest first ('-' for stdin)",
+        )
     parser.add_argument(
         "--account-id",
         type=int,
@@ -161,6 +171,8 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
 
     if ns.action == "parameters":
         return _print_parameters(docs)
+    if ns.action == "simulate":
+        return _simulate(docs, ns.payloads)
     if ns.action == "terraform":
         return _terraform(kind, directory, overrides, docs, account_id, ns)
 
@@ -266,6 +278,24 @@ def _terraform(
         tmp.write_text(text, encoding="utf-8")
         tmp.replace(path)
         print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _simulate(docs: list[Any], source: str | None) -> int:
+    from workerwatch.alerts.simulate import read_payloads, report
+
+    if not source:
+        raise DefinitionError("simulate needs --payloads FILE (the run's payload lines)")
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = Path(source).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            raise DefinitionError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    points = read_payloads(lines, source)
+    for line in report(docs, points, source):
+        print(line)
     return 0
 
 
