@@ -69,9 +69,25 @@ def test_every_document_validates_against_the_nerdgraph_schema(document: str) ->
 
 
 def test_the_schema_check_catches_a_field_nerdgraph_does_not_have() -> None:
-    # AlertsPolicy has no entityGuid in the schema dump, though some clients select it.
-    bad = ng.POLICY_CREATE.replace("id name incidentPreference", "id name entityGuid")
-    assert validation_errors(bad)
+    # AlertsPolicy has no description (conditions and dashboards do).
+    bad = ng.POLICY_CREATE.replace("incidentPreference", "description", 1)
+    assert bad != ng.POLICY_CREATE and validation_errors(bad)
+
+
+def test_the_policy_entity_guid_is_in_the_schema_and_read_back(fake, capsys) -> None:
+    # The live API has AlertsPolicy.entityGuid (newrelic-client-go #1401); the dump did not.
+    assert (
+        validation_errors(
+            "query { actor { account(id: 1) { alerts { policiesSearch "
+            "{ policies { entityGuid } } } } } }"
+        )
+        == []
+    )
+    assert "entityGuid" in ng.POLICIES_SEARCH
+    code, out, _ = run(capsys, fake, "alerts", "apply")
+    assert code == 0
+    policy = fake.policy_named(POLICY)
+    assert f"entity GUID {policy['entityGuid']}" in out
 
 
 def test_endpoints_by_region() -> None:

@@ -88,6 +88,7 @@ class FakeNerdGraph:
             "name": name,
             "incidentPreference": preference,
             "accountId": self.account_id,
+            "entityGuid": self._new_guid("POLICY"),
         }
         return policy_id
 

@@ -352,7 +352,10 @@ def apply_alerts(client: ng.NerdGraphClient, plan: Plan, out: Callable[[str], No
                 )
                 created = data["alertsPolicyCreate"]
                 plan.policy_ids[change.name] = str(created["id"])
-                message = f"created policy {change.name!r} (id {created['id']})"
+                message = (
+                    f"created policy {change.name!r} (id {created['id']}, "
+                    f"entity GUID {created.get('entityGuid')})"
+                )
             elif change.kind == "policy" and change.action == UPDATE:
                 client.mutate(
                     ng.POLICY_UPDATE,

@@ -41,6 +41,8 @@ _sleep = time.sleep
 # ----------------------------------------------------------------------------- documents
 # Only fields the account is sure to expose are selected: selecting a field the schema does
 # not have fails the whole request (terraform-provider-newrelic issue #2953, targetEntity).
+# AlertsPolicy.entityGuid is selected as newrelic-client-go does since v2.x (commit 96057ab3,
+# "add policy entity guid", pkg/alerts/policies.go).
 
 POLICIES_SEARCH = """
 query PoliciesSearch(
@@ -51,7 +53,7 @@ query PoliciesSearch(
       alerts {
         policiesSearch(cursor: $cursor, searchCriteria: $criteria) {
           nextCursor
-          policies { id name incidentPreference accountId }
+          policies { id name incidentPreference accountId entityGuid }
         }
       }
     }
@@ -104,7 +106,12 @@ query ConditionsSearch(
 
 POLICY_CREATE = """
 mutation PolicyCreate($accountId: Int!, $policy: AlertsPolicyInput!) {
-  alertsPolicyCreate(accountId: $accountId, policy: $policy) { id name incidentPreference }
+  alertsPolicyCreate(accountId: $accountId, policy: $policy) {
+    id
+    name
+    incidentPreference
+    entityGuid
+  }
 }
 """
 
