@@ -394,6 +394,7 @@ def test_missing_account_id_is_a_clear_error(capsys, monkeypatch) -> None:
     assert code == 1 and "--account-id is required" in err
 
 
+@pytest.mark.slow  # waits out real timeouts
 def test_every_request_has_a_timeout() -> None:
     # A listener that never answers: connect succeeds (backlog), the read must time out.
     with socket.socket() as listener:
@@ -412,6 +413,7 @@ def test_every_request_has_a_timeout() -> None:
                 client.query(ng.POLICIES_SEARCH, {"accountId": 1})
 
 
+@pytest.mark.slow  # waits out the whole budget
 def test_an_endpoint_that_never_answers_ends_within_the_budget(monkeypatch, capsys) -> None:
     # Accepts every connection and never sends a byte (issue 13: plan stayed busy 4 min 7 s).
     monkeypatch.setenv("NEW_RELIC_API_KEY", KEY)

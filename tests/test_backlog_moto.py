@@ -28,6 +28,10 @@ from tests.v4 import check_line, find, write_config
 pytest_plugins = ["tests.moto_server"]
 
 
+# moto in server mode: slow to start and to answer (make test-fast skips these).
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(autouse=True)
 def _fresh_backlog_module():
     cadence._INFLIGHT.clear()

@@ -32,6 +32,9 @@ from tests.fleet import main_thread_blocked, run_integration, wait_for
 from tests.moto_server import isolated_aws_env
 from tests.v4 import check_line, find, write_config
 
+# boto3 against a fake SWF endpoint, timeouts waited out: slow (make test-fast skips these).
+pytestmark = pytest.mark.slow
+
 SECRET = "wwPLANTEDsecretKEY0123456789abcdefghijSECRET"
 TOKEN = "wwPLANTEDsessionTOKEN0123456789TOKEN"
 ACCESS_KEY = "AKIAFAKEFORTESTS0001"

@@ -6,6 +6,8 @@ import re
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.fleet import main_thread_blocked, run_integration, wait_for
 from tests.v4 import check_line, find, metrics_of, write_config
 
@@ -123,6 +125,7 @@ def test_only_the_worker_blocked_in_recv_is_stalled(tmp_path, tag, fleet, silent
     assert not [e for e in third["data"][0]["events"] if "stalled" in e["summary"]]
 
 
+@pytest.mark.slow  # real workers over several stall windows
 def test_shared_log_mtime_stays_fresh_while_one_worker_hangs(tmp_path, tag, fleet, silent_server):
     """The old cron check's blind spot: the shared file is fresh, the hung worker is not."""
     shared = tmp_path / "worker.log"

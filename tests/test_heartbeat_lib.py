@@ -212,6 +212,7 @@ def test_finishing_worker_alternates_busy_and_idle(hb_fleet: dict[str, Any]) -> 
     assert read_hb(path)["seq"] > first["seq"]
 
 
+@pytest.mark.slow  # real workers over several stall windows
 def test_integration_reports_only_the_stuck_worker(tmp_path: Path, children: Children) -> None:
     """The same three workers, judged by the real integration CLI from their heartbeats."""
     from tests.fleet import main_thread_blocked, run_integration

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.v4 import check_line, find, write_config
 
 INTERVAL = 0.5
@@ -89,6 +91,7 @@ def _config(tmp_path: Path, tag: str) -> Path:
     )
 
 
+@pytest.mark.slow  # real workers over several stall windows
 def test_payloads_at_the_interval_heartbeats_between_and_sigterm_exit(tmp_path, tag, fleet):
     sleeper = fleet.start("sleeper")
     proc = start_run(_config(tmp_path, tag), "--interval", f"{INTERVAL}s")
@@ -147,6 +150,7 @@ def test_state_file_is_written_every_cycle_and_survives_a_restart(tmp_path, tag,
     assert [w["first_seen"] for w in state["workers"].values()] == first_seen
 
 
+@pytest.mark.slow  # real workers over several stall windows
 def test_a_cycle_that_raises_once_does_not_end_the_process(tmp_path, tag, fleet):
     """The documented test hook makes exactly cycle 2 raise."""
     fleet.start("sleeper")

@@ -14,6 +14,8 @@ import pytest
 from tests.v4 import check_line, find, write_config
 
 ROOT = Path(__file__).parent.parent
+# Builds the zipapp and tarball with the real Makefile target: slow (make test-fast skips it).
+pytestmark = pytest.mark.slow
 AGENT_DIR = "var/db/newrelic-infra/newrelic-integrations"
 AGENT_CONF = "etc/newrelic-infra/integrations.d"
 

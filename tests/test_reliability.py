@@ -86,6 +86,7 @@ def _stuck_probe_children(config: Path) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # a FUSE mount that never answers
 def test_a_hung_file_system_cannot_hang_the_run(tmp_path, tag, fleet, hung_fs):
     """Heartbeats on a dead 'NFS' mount: the run ends at its deadline with a full payload."""
     sleepers = [fleet.start("sleeper"), fleet.start("sleeper")]
@@ -177,6 +178,7 @@ def _without_root_powers() -> None:
             raise OSError(ctypes.get_errno(), "PR_CAPBSET_DROP")
 
 
+@pytest.mark.slow  # real workers over several stall windows
 def test_other_users_workers_give_unknown_evidence_not_an_error_storm(tag, fleet, silent_server):
     """Workers of another user: their fd tables and syscalls are unreadable to us."""
     system_python = "/usr/bin/python3"
@@ -235,6 +237,7 @@ def test_other_users_workers_give_unknown_evidence_not_an_error_storm(tag, fleet
         shutil.rmtree(shared_dir, ignore_errors=True)
 
 
+@pytest.mark.slow  # 1,000 real processes
 def test_a_thousand_workers_with_ten_thousand_logs(tmp_path, tag, fleet):
     """Scale: the run stays within its deadline and memory, and the payload within limits."""
     logs = tmp_path / "logs"

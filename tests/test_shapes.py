@@ -6,6 +6,8 @@ import json
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.fleet import main_thread_blocked, run_integration, wait_for
 from tests.v4 import check_line, find, write_config
 
@@ -41,6 +43,7 @@ def _runs(config: Path, count: int, gap: float = 1.2) -> dict:
     return payload
 
 
+@pytest.mark.slow  # real workers over several stall windows
 def test_a_main_thread_waiting_for_a_busy_thread_is_not_stalled(
     tmp_path, tag, fleet, silent_server
 ):
@@ -53,6 +56,7 @@ def test_a_main_thread_waiting_for_a_busy_thread_is_not_stalled(
     assert states[stuck.pid][0] == "stalled", states[stuck.pid]
 
 
+@pytest.mark.slow  # real workers over several stall windows
 def test_workers_sharing_one_inherited_log_file(tmp_path, tag, fleet, silent_server):
     """A forked logger and a hung sibling share one open file: only the hung one is stalled."""
     shared = tmp_path / "worker.log"

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import yaml
 from workerwatch.commands.status import render, use_colour
 
@@ -59,6 +60,7 @@ def _start(fleet, silent_server, shared: Path):
     return logger, hung, busy
 
 
+@pytest.mark.slow  # real workers over several stall windows
 def test_status_json_watch_shows_the_hung_worker_stalled_on_its_own_history(
     tmp_path, tag, fleet, silent_server
 ):
@@ -86,6 +88,7 @@ def test_status_json_watch_shows_the_hung_worker_stalled_on_its_own_history(
     assert not (tmp_path / "state" / "state.json").exists()
 
 
+@pytest.mark.slow  # real workers over several stall windows
 def test_status_reads_the_agent_state_without_changing_it(tmp_path, tag, fleet, silent_server):
     _, hung, _ = _start(fleet, silent_server, tmp_path / "worker.log")
     config = _config(tmp_path, tag)

@@ -83,7 +83,7 @@ class ProcessObservation:
     threads: int = 1
     write_chars: int | None = None  # /proc/PID/io wchar: caps log bytes on shared files
     # Voluntary switches summed over the other threads: read only when the main thread
-    # waits (not on an fd) without progress, to tell "delegated to a thread" from "stuck".
+    # waits (not on an fd) without progress, to tell "delegated to a thread" from "stalled".
     others_voluntary: int | None = None
 
 

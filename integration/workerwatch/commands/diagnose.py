@@ -159,7 +159,7 @@ def _ss_times(pid: int) -> dict[int, str]:
             current = [f for p, f in users if p == pid]
         found = _SS_LAST.findall(line)
         if found and current:
-            text = ", ".join(f"{k} {int(v) / 1000:.0f} s ago" for k, v in found)
+            text = ", ".join(f"{k} {human_duration(int(v) / 1000)} ago" for k, v in found)
             for fd in current:
                 times[fd] = text
             current = []

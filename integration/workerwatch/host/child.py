@@ -263,7 +263,7 @@ def _settle(pid: int, snapshot: HostSnapshot) -> None:
     else:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
-        _abandoned.append(pid)  # it may be stuck in the kernel; do not wait for it
+        _abandoned.append(pid)  # it may be hung in the kernel; do not wait for it
         _reap()
 
 

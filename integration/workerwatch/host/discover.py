@@ -196,5 +196,5 @@ _SELF = re.compile(r"(^|[\s/])(-m workerwatch|nri-workerwatch(\.pyz|-[^\s/]*\.py
 
 
 def is_integration(cmdline: str) -> bool:
-    """A process of nri-workerwatch itself (another run, status, a stuck probe child)."""
+    """A process of nri-workerwatch itself (another run, status, a hung probe child)."""
     return _SELF.search(cmdline) is not None

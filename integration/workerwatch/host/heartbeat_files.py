@@ -15,7 +15,7 @@ import stat
 
 from workerwatch.observations import HeartbeatObservation, Task
 from workerwatch.sanitize import clean_text
-from workerwatch.units import finite
+from workerwatch.units import finite, human_duration
 
 MAX_BYTES = 64 * 1024
 MAX_FILES = 10_000
@@ -73,7 +73,7 @@ def parse(path: str, data: bytes, mtime: float, now: float) -> HeartbeatObservat
         problems.append("no valid time; using mtime")
         beat_time = mtime
     elif beat_time > now + FUTURE_SKEW:
-        problems.append(f"beat time {beat_time - now:.0f} s in the future; using mtime")
+        problems.append(f"beat time {human_duration(beat_time - now)} in the future; using mtime")
         beat_time = mtime
     pid = _int(body.get("pid"), 1, 1 << 22)
     seq = _int(body.get("seq"), 0, 1 << 62)

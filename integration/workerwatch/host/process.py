@@ -2,7 +2,7 @@
 
 The main thread is read from ``/proc/PID/task/PID/*`` on purpose: a background thread
 (an APM harvest thread, a heartbeat timer) keeps process-wide CPU ticking while the work
-loop is stuck, so only the main thread's counters say whether the loop makes progress.
+loop is blocked, so only the main thread's counters say whether the loop makes progress.
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def others_voluntary(pid: int) -> int | None:
     """Voluntary context switches summed over every thread but the main one.
 
     Read only for a worker whose main thread waits on no fd without progress: whether the
-    other threads still wake tells "handed the work to a thread" from "all stuck".
+    other threads still wake tells "handed the work to a thread" from "all blocked".
     """
     try:
         tids = os.listdir(f"/proc/{pid}/task")

@@ -69,7 +69,7 @@ FD_SYSCALLS = frozenset(
 )
 
 # Calls that wait for something with a timeout argument or a signal: an idle poller sits in
-# these and wakes up; a worker stuck forever sits in the others.
+# these and wakes up; a worker blocked forever sits in the others.
 WAIT_SYSCALLS = frozenset(
     {
         "poll",

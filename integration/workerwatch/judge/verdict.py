@@ -164,8 +164,8 @@ def judge(
             dcpu_main = max(0.0, proc.main_cpu_seconds - (prev.main_cpu or 0.0))
             progressed = verdict.wakeups > 0 or dcpu_main > 0
             # A main thread parked in a wait (join, lock, queue) has handed the work to
-            # other threads: theirs is the progress that counts. A main thread stuck in a
-            # socket read is stuck whatever an APM thread does, so that is not asked.
+            # other threads: theirs is the progress that counts. A main thread blocked in a
+            # socket read is blocked whatever an APM thread does, so that is not asked.
             if (
                 not progressed
                 and delegates_to_threads(proc)

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 from workerwatch import INTEGRATION_NAME, __version__, log
 from workerwatch.output import retry
 from workerwatch.sanitize import redact
+from workerwatch.units import human_duration
 
 LICENSE_ENV = "NEW_RELIC_LICENSE_KEY"
 METRIC_URLS = {
@@ -203,7 +204,7 @@ class Sender:
                 log.warn(
                     f"push queue full ({self.queue_size} batches): dropped the oldest "
                     f"{old.kind} batch ({old.count} items, "
-                    f"{time.monotonic() - old.created:.0f} s old); "
+                    f"{human_duration(time.monotonic() - old.created)} old); "
                     f"{self.errors['push']} dropped so far"
                 )
             self.pending.append(batch)
