@@ -33,6 +33,7 @@ import functools
 import sys
 import types
 import typing
+from collections.abc import Callable
 from typing import Any, Literal
 
 from workerwatch.units import finite
@@ -138,160 +139,198 @@ class _Context:
         self.problems: list[str] = []
 
 
-def _limits(value: Any, meta: dict[str, Any], where: str, ctx: _Context) -> None:
-    if not meta:
-        return
-    if "one_of" in meta and value not in meta["one_of"]:
-        raise Invalid(where, f"{_shown(value)} is not one of {', '.join(meta['one_of'])}")
-    if isinstance(value, (int, float)):
-        if "ge" in meta and value < meta["ge"]:
-            raise Invalid(where, f"{_shown(value)} is below {meta['ge']}")
-        if "le" in meta and value > meta["le"]:
-            raise Invalid(where, f"{_shown(value)} is above {meta['le']}")
-        if meta.get("time") and ctx.now is not None:
-            ahead = meta.get("ahead", AHEAD)
-            if not ctx.now - PAST <= value <= ctx.now + ahead:
-                raise Invalid(where, f"{_shown(value)} is not a time near now")
-    if isinstance(value, (str, list, dict)):
-        if "min_length" in meta and len(value) < meta["min_length"]:
-            raise Invalid(where, f"shorter than {meta['min_length']}")
-        if "max_length" in meta and len(value) > meta["max_length"]:
-            raise Invalid(where, f"longer than {meta['max_length']}")
+# A checker turns a JSON value into the field's value or raises Invalid; ``where`` is a
+# function giving the value's path, so a path is only formatted for a problem. Checkers are
+# built once per field (``_plan``): the state of 1,000 workers is checked every run.
+Checker = Callable[[Any, Callable[[], str], _Context], Any]
+_NO = object()  # "not this alternative"
 
 
-def _one(value: Any, kind: Any, meta: dict[str, Any], where: str, ctx: _Context) -> Any:
-    """``value`` as ``kind``, or raise ``_Mismatch`` (wrong type) / ``Invalid`` (wrong value)."""
+def _limit_checks(meta: dict[str, Any]) -> list[Callable[[Any, Callable[[], str], _Context], None]]:
+    checks: list[Callable[[Any, Callable[[], str], _Context], None]] = []
+    if "one_of" in meta:
+        allowed = meta["one_of"]
+
+        def one_of(value: Any, where: Callable[[], str], ctx: _Context) -> None:
+            if value not in allowed:
+                raise Invalid(where(), f"{_shown(value)} is not one of {', '.join(allowed)}")
+
+        checks.append(one_of)
+    low, high = meta.get("ge"), meta.get("le")
+    if low is not None or high is not None:
+
+        def bounds(value: Any, where: Callable[[], str], ctx: _Context) -> None:
+            if isinstance(value, (int, float)):
+                if low is not None and value < low:
+                    raise Invalid(where(), f"{_shown(value)} is below {low}")
+                if high is not None and value > high:
+                    raise Invalid(where(), f"{_shown(value)} is above {high}")
+
+        checks.append(bounds)
+    if meta.get("time"):
+        ahead = meta.get("ahead", AHEAD)
+
+        def near_now(value: Any, where: Callable[[], str], ctx: _Context) -> None:
+            if ctx.now is not None and not ctx.now - PAST <= value <= ctx.now + ahead:
+                raise Invalid(where(), f"{_shown(value)} is not a time near now")
+
+        checks.append(near_now)
+    shortest, longest = meta.get("min_length"), meta.get("max_length")
+    if shortest is not None or longest is not None:
+
+        def length(value: Any, where: Callable[[], str], ctx: _Context) -> None:
+            if isinstance(value, (str, list, dict)):
+                if shortest is not None and len(value) < shortest:
+                    raise Invalid(where(), f"shorter than {shortest}")
+                if longest is not None and len(value) > longest:
+                    raise Invalid(where(), f"longer than {longest}")
+
+        checks.append(length)
+    return checks
+
+
+def _alternative(kind: Any, meta: dict[str, Any]) -> Checker:
+    """A checker for one alternative of a type: returns ``_NO`` when the type differs."""
     if kind is Any:
-        return value
-    if kind is _NONE:
-        if value is None:
-            return None
-        raise _Mismatch
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if kind is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
+        return lambda value, where, ctx: value
+    if kind in (bool, int, str):
+        # JSON gives exactly these types; a bool is not an int here.
+        return lambda value, where, ctx: value if type(value) is kind else _NO
     if kind is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise _Mismatch
-        number = finite(value)
-        if number is None:
-            raise Invalid(where, f"{_shown(value)} is not a finite number")
+
+        def number(value: Any, where: Callable[[], str], ctx: _Context) -> Any:
+            if type(value) is float or type(value) is int:
+                out = finite(value)
+                if out is None:
+                    raise Invalid(where(), f"{_shown(value)} is not a finite number")
+                return out
+            return _NO
+
         return number
-    if kind is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
     if is_record(kind):
-        if not isinstance(value, dict):
-            raise _Mismatch
-        return _record(kind, value, where, ctx)
+        return lambda value, where, ctx: (
+            _record(kind, value, where(), ctx) if type(value) is dict else _NO
+        )
     origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
     if origin in _UNIONS:  # a union inside a container: dict[str, str | int]
-        for alternative in typing.get_args(kind):
-            try:
-                return _one(value, alternative, meta, where, ctx)
-            except _Mismatch:
-                continue
-        raise _Mismatch
+        parts = [_alternative(a, meta) for a in args]
+
+        def either(value: Any, where: Callable[[], str], ctx: _Context) -> Any:
+            for part in parts:
+                out = part(value, where, ctx)
+                if out is not _NO:
+                    return out
+            return _NO
+
+        return either
     if origin is Literal:
-        if value in typing.get_args(kind) and isinstance(value, (str, int)):
-            return value
-        raise _Mismatch
+        return lambda value, where, ctx: (
+            value if isinstance(value, (str, int)) and value in args else _NO
+        )
     if origin is list:
-        if not isinstance(value, list):
-            raise _Mismatch
-        (item_kind,) = typing.get_args(kind)
-        return _items(value, (item_kind,), meta, where, ctx)
+        return _list_checker(_checker(args, meta.get("each", {})), bool(meta.get("tolerant")))
     if origin is dict:
-        if not isinstance(value, dict):
-            raise _Mismatch
-        key_kind, item_kind = typing.get_args(kind)
-        return _entries(value, key_kind, (item_kind,), meta, where, ctx)
+        keys = _checker((args[0],), meta.get("keys", {}))
+        items = _checker(args[1:], meta.get("each", {}))
+        return _dict_checker(args[0] is int, keys, items, bool(meta.get("tolerant")))
     raise TypeError(f"records cannot check {kind!r}")
 
 
-class _Mismatch(Exception):
-    pass
-
-
-def _value(value: Any, kinds: tuple[Any, ...], meta: dict[str, Any], where: str, ctx: _Context):
-    for kind in kinds:
-        try:
-            out = _one(value, kind, meta, where, ctx)
-        except _Mismatch:
-            continue
-        if out is not None:
-            _limits(out, meta, where, ctx)
-        return out
+def _checker(kinds: tuple[Any, ...], meta: dict[str, Any]) -> Checker:
+    """A checker for a field of type ``kinds`` (its alternatives) with ``meta``'s limits."""
+    nullable = _NONE in kinds
+    parts = [_alternative(k, meta) for k in kinds if k is not _NONE]
+    limits = _limit_checks(meta)
     expected = " or ".join(_type_name(k) for k in kinds)
-    raise Invalid(where, f"{_shown(value)} is not {expected}")
+
+    def check(value: Any, where: Callable[[], str], ctx: _Context) -> Any:
+        if value is None and nullable:
+            return None
+        for part in parts:
+            out = part(value, where, ctx)
+            if out is not _NO:
+                for limit in limits:
+                    limit(out, where, ctx)
+                return out
+        raise Invalid(where(), f"{_shown(value)} is not {expected}")
+
+    return check
 
 
-def _items(values: list[Any], kinds: tuple[Any, ...], meta: dict[str, Any], where: str, ctx):
-    each = meta.get("each", {})
-    out = []
-    for index, item in enumerate(values):
-        try:
-            out.append(_value(item, kinds, each, f"{where}[{index}]", ctx))
-        except Invalid as exc:
-            if not meta.get("tolerant"):
-                raise
-            ctx.problems.append(str(exc))
-    return out
+def _list_checker(items: Checker, tolerant: bool) -> Checker:
+    def check(values: Any, where: Callable[[], str], ctx: _Context) -> Any:
+        if type(values) is not list:
+            return _NO
+        out = []
+        for index, item in enumerate(values):
+            try:
+                out.append(items(item, lambda i=index: f"{where()}[{i}]", ctx))
+            except Invalid as exc:
+                if not tolerant:
+                    raise
+                ctx.problems.append(str(exc))
+        return out
+
+    return check
 
 
-def _entries(
-    values: dict[str, Any], key_kind: Any, kinds: tuple[Any, ...], meta: dict[str, Any], where, ctx
-) -> dict[Any, Any]:
-    each, keys = meta.get("each", {}), meta.get("keys", {})
-    out = {}
-    for raw_key, item in values.items():
-        at = f"{where}[{raw_key!r}]"
-        try:
-            key = raw_key
-            if key_kind is int:  # JSON object keys are strings; int keys come back as digits
-                if not isinstance(raw_key, (str, int)) or not str(raw_key).isdigit():
-                    raise Invalid(at, "key is not a number")
-                key = int(raw_key)
-            elif not isinstance(raw_key, str):
-                raise Invalid(at, "key is not a string")
-            _limits(key, keys, at, ctx)
-            out[key] = _value(item, kinds, each, at, ctx)
-        except Invalid as exc:
-            if not meta.get("tolerant"):
-                raise
-            ctx.problems.append(str(exc))
-    return out
+def _dict_checker(int_keys: bool, keys: Checker, items: Checker, tolerant: bool) -> Checker:
+    def check(values: Any, where: Callable[[], str], ctx: _Context) -> Any:
+        if type(values) is not dict:
+            return _NO
+        out = {}
+        for raw_key, item in values.items():
+
+            def at(k: Any = raw_key) -> str:
+                return f"{where()}[{k!r}]"
+
+            try:
+                key = raw_key
+                if int_keys:  # JSON object keys are strings; int keys come back as digits
+                    if not isinstance(raw_key, (str, int)) or not str(raw_key).isdigit():
+                        raise Invalid(at(), "key is not a number")
+                    key = int(raw_key)
+                out[keys(key, at, ctx)] = items(item, at, ctx)
+            except Invalid as exc:
+                if not tolerant:
+                    raise
+                ctx.problems.append(str(exc))
+        return out
+
+    return check
+
+
+@functools.cache
+def _plan(cls: type) -> tuple[frozenset[str], tuple[tuple[FieldSpec, Checker, bool], ...]]:
+    specs = fields_of(cls)
+    return frozenset(s.name for s in specs), tuple(
+        (s, _checker(s.kinds, s.meta), bool(s.meta.get("tolerant"))) for s in specs
+    )
 
 
 def _record(cls: type, data: dict[str, Any], where: str, ctx: _Context) -> Any:
-    specs = fields_of(cls)
-    known = {spec.name for spec in specs}
-    unknown = [key for key in data if key not in known]
-    if unknown:
-        raise Invalid(where, f"unknown key {_shown(unknown[0])}")
+    known, plan = _plan(cls)
+    if not known.issuperset(data):
+        unknown = next(key for key in data if key not in known)
+        raise Invalid(where, f"unknown key {_shown(unknown)}")
     values: dict[str, Any] = {}
-    for spec in specs:
-        at = f"{where}.{spec.name}" if where else spec.name
-        if spec.name not in data:
+    for spec, check, tolerant in plan:
+        name = spec.name
+        if name not in data:
             if spec.default is dataclasses.MISSING and spec.factory is dataclasses.MISSING:
-                raise Invalid(at, "missing")
+                raise Invalid(f"{where}.{name}" if where else name, "missing")
             continue
         try:
-            values[spec.name] = _value(data[spec.name], spec.kinds, spec.meta, at, ctx)
+            values[name] = check(data[name], lambda n=name: f"{where}.{n}" if where else n, ctx)
         except Invalid as exc:
-            if not spec.meta.get("tolerant"):
+            if not tolerant:
                 raise
             ctx.problems.append(str(exc))  # the default stands in
     record = cls(**values)
-    for check in getattr(cls, "__checks__", ()):
+    for rule in getattr(cls, "__checks__", ()):
         try:
-            check(record)
+            rule(record)
         except ValueError as exc:
             raise Invalid(where or cls.__name__, str(exc)) from None
     return record
