@@ -193,6 +193,8 @@ def _alternative(kind: Any, meta: dict[str, Any]) -> Checker:
     """A checker for one alternative of a type: returns ``_NO`` when the type differs."""
     if kind is Any:
         return lambda value, where, ctx: value
+    if kind is int and meta.get("key"):
+        return _int_key
     if kind in (bool, int, str):
         # JSON gives exactly these types; a bool is not an int here.
         return lambda value, where, ctx: value if type(value) is kind else _NO
@@ -228,12 +230,13 @@ def _alternative(kind: Any, meta: dict[str, Any]) -> Checker:
         return lambda value, where, ctx: (
             value if isinstance(value, (str, int)) and value in args else _NO
         )
+    tolerant = bool(meta.get("tolerant"))
     if origin is list:
-        return _list_checker(_checker(args, meta.get("each", {})), bool(meta.get("tolerant")))
+        return _items_checker(list, None, _checker(args, meta.get("each", {})), tolerant)
     if origin is dict:
-        keys = _checker((args[0],), meta.get("keys", {}))
+        keys = _checker((args[0],), {**meta.get("keys", {}), "key": True})
         items = _checker(args[1:], meta.get("each", {}))
-        return _dict_checker(args[0] is int, keys, items, bool(meta.get("tolerant")))
+        return _items_checker(dict, keys, items, tolerant)
     raise TypeError(f"records cannot check {kind!r}")
 
 
@@ -258,47 +261,39 @@ def _checker(kinds: tuple[Any, ...], meta: dict[str, Any]) -> Checker:
     return check
 
 
-def _list_checker(items: Checker, tolerant: bool) -> Checker:
+def _items_checker(of: type, keys: Checker | None, items: Checker, tolerant: bool) -> Checker:
+    """A list's or a mapping's items; a tolerant container drops (and reports) a bad item."""
+
     def check(values: Any, where: Callable[[], str], ctx: _Context) -> Any:
-        if type(values) is not list:
+        if type(values) is not of:
             return _NO
-        out = []
-        for index, item in enumerate(values):
-            try:
-                out.append(items(item, lambda i=index: f"{where()}[{i}]", ctx))
-            except Invalid as exc:
-                if not tolerant:
-                    raise
-                ctx.problems.append(str(exc))
-        return out
-
-    return check
-
-
-def _dict_checker(int_keys: bool, keys: Checker, items: Checker, tolerant: bool) -> Checker:
-    def check(values: Any, where: Callable[[], str], ctx: _Context) -> Any:
-        if type(values) is not dict:
-            return _NO
-        out = {}
-        for raw_key, item in values.items():
+        listed: list[Any] = []
+        mapped: dict[Any, Any] = {}
+        for raw_key, item in enumerate(values) if of is list else values.items():
 
             def at(k: Any = raw_key) -> str:
                 return f"{where()}[{k!r}]"
 
             try:
-                key = raw_key
-                if int_keys:  # JSON object keys are strings; int keys come back as digits
-                    if not isinstance(raw_key, (str, int)) or not str(raw_key).isdigit():
-                        raise Invalid(at(), "key is not a number")
-                    key = int(raw_key)
-                out[keys(key, at, ctx)] = items(item, at, ctx)
+                value = items(item, at, ctx)
+                if keys is None:
+                    listed.append(value)
+                else:
+                    mapped[keys(raw_key, at, ctx)] = value
             except Invalid as exc:
                 if not tolerant:
                     raise
                 ctx.problems.append(str(exc))
-        return out
+        return listed if keys is None else mapped
 
     return check
+
+
+def _int_key(value: Any, where: Callable[[], str], ctx: _Context) -> Any:
+    """JSON object keys are strings: an int key comes back as digits."""
+    if isinstance(value, (str, int)) and str(value).isdigit():
+        return int(value)
+    return _NO
 
 
 @functools.cache
