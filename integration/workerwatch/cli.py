@@ -72,9 +72,16 @@ def resolve_flags(ns: argparse.Namespace, env: dict[str, str] | None = None) -> 
 
 
 def version_line() -> str:
+    """The version, and the versions of the compiled dependencies: importing them here makes
+    ``-show_version`` an install check, failing at once for a build made for another Python
+    or platform rather than at the first config validation."""
+    import psutil  # loads psutil._psutil_linux
+    import pydantic_core  # loads pydantic_core._pydantic_core
+
     return (
         f"New Relic {INTEGRATION_NAME} integration Version: {__version__}, "
-        f"Platform: {sys.platform}/{platform.machine()}, Python: {platform.python_version()}"
+        f"Platform: {sys.platform}/{platform.machine()}, Python: {platform.python_version()}, "
+        f"psutil: {psutil.__version__}, pydantic-core: {pydantic_core.__version__}"
     )
 
 
@@ -109,7 +116,12 @@ def collect_main(argv: Sequence[str]) -> int:
     ns = resolve_flags(build_parser().parse_args(list(argv)))
     log.set_verbose(ns.verbose)
     if ns.show_version:
-        print(version_line())
+        try:
+            print(version_line())
+        except ImportError as exc:
+            python = platform.python_version()
+            log.fatal(f"a compiled dependency does not load under Python {python}: {exc}")
+            return 1
         return 0
     config = load_config_or_exit(ns.config, ns.state_dir)
 
