@@ -109,17 +109,14 @@ def requirements(wheel: Path, python: str, machine: str, extras: list[str]) -> l
 
 
 def target_args(python: str, machine: str) -> list[str]:
+    """pip options selecting wheels for another interpreter and platform than the build's."""
     tag = "cp" + python.replace(".", "")
     return [
         "--only-binary=:all:",
-        "--python-version",
-        python,
-        "--implementation",
-        "cp",
-        "--abi",
-        tag,
-        "--platform",
-        f"{MANYLINUX}_{machine}",
+        "--implementation=cp",
+        f"--python-version={python}",
+        f"--abi={tag}",
+        f"--platform={MANYLINUX}_{machine}",
     ]
 
 
@@ -145,38 +142,17 @@ def build_zipapp(
     site = build / "site" / f"cp{tag}"
     shutil.rmtree(site, ignore_errors=True)
     found = fetch_wheels(wheels, python, machine, reqs)
-    common = [
-        "install",
-        "--target",
-        site,
-        "--no-index",
-        "--no-compile",
-        *target_args(python, machine),
-    ]
-    pip(*common, "--find-links", found, *reqs)
-    shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts for the build host
+    common = ["install", f"--target={site}", "--no-index", "--no-compile"]
+    pip(*common, *target_args(python, machine), f"--find-links={found}", *reqs)
     # The project says what it runs on today (requires-python); the zipapps are built for
     # the launcher's whole range, and the tests run each one.
     pip(*common, "--no-deps", "--ignore-requires-python", wheel)
     shutil.rmtree(site / "bin", ignore_errors=True)  # console scripts for the build host
     out = build / "zipapps" / f"{LAYOUT['ZIPAPP_PREFIX']}{tag}{LAYOUT['ZIPAPP_SUFFIX']}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    run(
-        sys.executable,
-        "-m",
-        "shiv",
-        "--site-packages",
-        site,
-        "--compressed",
-        "--reproducible",
-        "--python",
-        f"/usr/bin/env python{python}",
-        "--entry-point",
-        ENTRY_POINT,
-        "--output-file",
-        out,
-        quiet=True,
-    )
+    shiv = [f"--site-packages={site}", "--compressed", "--reproducible", f"--output-file={out}"]
+    shiv += [f"--python=/usr/bin/env python{python}", f"--entry-point={ENTRY_POINT}"]
+    run(sys.executable, "-m", "shiv", *shiv, quiet=True)
     return out
 
 
@@ -221,16 +197,10 @@ def stage_tree(
     agent = ROOT / "definitions" / "agent"
     for sample in sorted(agent.glob("*.yml.sample")):
         put(stage, f"{AGENT_CONF}/{sample.name}", sample)
-    put(
-        stage,
-        f"{AGENT_DIR}/workerwatch-definition.yml",
-        agent / "legacy" / "workerwatch-definition.yml",
-    )
-    put(
-        stage,
-        f"{DOC_DIR}/legacy-workerwatch-config.yml.sample",
-        agent / "legacy" / "workerwatch-config.yml.sample",
-    )
+    legacy = agent / "legacy"
+    put(stage, f"{AGENT_DIR}/workerwatch-definition.yml", legacy / "workerwatch-definition.yml")
+    legacy_config = "workerwatch-config.yml.sample"
+    put(stage, f"{DOC_DIR}/legacy-{legacy_config}", legacy / legacy_config)
     definitions = ROOT / "definitions"
     for path in sorted(definitions.rglob("*")):
         relative = path.relative_to(definitions)
@@ -258,14 +228,9 @@ def files_of(stage: Path) -> list[str]:
 def source_date() -> int:
     if os.environ.get("SOURCE_DATE_EPOCH"):
         return int(os.environ["SOURCE_DATE_EPOCH"])
-    done = subprocess.run(
-        ["git", "log", "-1", "--format=%ct"], cwd=ROOT, capture_output=True, text=True
-    )
-    return (
-        int(done.stdout.strip())
-        if done.returncode == 0 and done.stdout.strip()
-        else int(time.time())
-    )
+    done = subprocess.run(["git", "log", "-1", "--format=%ct"], cwd=ROOT, capture_output=True)
+    stamp = done.stdout.strip() if done.returncode == 0 else b""
+    return int(stamp) if stamp else int(time.time())
 
 
 def dated_env() -> dict[str, str]:
@@ -335,24 +300,15 @@ def build_rpm(
             {**values, "STAGE": str(stage), "RPM_FILES": "\n".join(listing)},
         )
     )
-    run(
-        "rpmbuild",
-        "-bb",
-        "--quiet",
-        "--define",
-        f"_topdir {top}",
-        "--define",
-        "_binary_payload w9.gzdio",
-        "--define",
-        "clamp_mtime_to_source_date_epoch 1",
-        "--define",
-        "use_source_date_epoch_as_buildtime 1",
-        "--target",
-        values["MACHINE"],
-        spec,
-        quiet=True,
-        env=dated_env(),
-    )
+    defines = {
+        "_topdir": top,
+        "_binary_payload": "w9.gzdio",  # the zipapps are compressed already
+        "clamp_mtime_to_source_date_epoch": 1,
+        "use_source_date_epoch_as_buildtime": 1,
+    }
+    options = [arg for key, value in defines.items() for arg in ("--define", f"{key} {value}")]
+    run("rpmbuild", "-bb", "--quiet", *options, f"--target={values['MACHINE']}", spec,
+        quiet=True, env=dated_env())  # fmt: skip
     (built,) = (top / "RPMS").rglob("*.rpm")
     shutil.move(str(built), out)
 
@@ -401,7 +357,8 @@ def main(argv: list[str] | None = None) -> int:
         + " or ".join([f"python3 >= {pythons[0]}"] + [f"python{v}" for v in newest])
         + ")",
     }
-    licences = bundled(ns.build / "site" / f"cp{pythons[-1].replace('.', '')}")
+    sites = [ns.build / "site" / f"cp{py.replace('.', '')}" for py in pythons]
+    licences = sorted(set().union(*(bundled(site) for site in sites)))
     stage, owned = stage_tree(ns.build, zipapps, values, licences)
     arch = DEB_ARCH[machine]
     made = []

@@ -103,21 +103,26 @@ def check_interpreter(root):
     return pyz
 
 
-def private_dir(path):
-    """``path`` if it is (or can be made) a directory only this user can use, else None.
-
-    Code is imported from it, so a directory another user could write to is refused.
-    """
+def made_dir(path):
+    """The lstat of ``path``, created with mode 0700 if missing; None if it cannot be had."""
     try:
         os.mkdir(path, 0o700)
     except OSError as exc:
         if exc.errno != errno.EEXIST:
             return None
     try:
-        info = os.lstat(path)
+        return os.lstat(path)
     except OSError:
         return None
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
+
+
+def private_dir(path):
+    """``path`` if it is (or can be made) a directory only this user can use, else None.
+
+    Code is imported from it, so a directory another user could write to is refused.
+    """
+    info = made_dir(path)
+    if info is None or not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid():
         return None
     if info.st_mode & 0o077:
         try:
@@ -131,17 +136,12 @@ def private_dir(path):
 
 def safe_parent(path):
     """A directory no one but its owner (us or root) can change, created 0700 if missing."""
-    try:
-        os.mkdir(path, 0o700)
-    except OSError as exc:
-        if exc.errno != errno.EEXIST:
-            return False
-    try:
-        info = os.lstat(path)
-    except OSError:
-        return False
+    info = made_dir(path)
     return (
-        stat.S_ISDIR(info.st_mode) and info.st_uid in (0, os.getuid()) and not info.st_mode & 0o022
+        info is not None
+        and stat.S_ISDIR(info.st_mode)
+        and info.st_uid in (0, os.getuid())
+        and not info.st_mode & 0o022
     )
 
 
