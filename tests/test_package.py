@@ -10,6 +10,7 @@ import re
 import shutil
 import stat
 import subprocess
+import sys
 import tarfile
 import tempfile
 import time
@@ -522,3 +523,106 @@ def test_make_install_into_a_prefix_keeps_existing_directories(built):
         assert modes(prefix, PRE_EXISTING) == before
     finally:
         shutil.rmtree(prefix, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- the README
+
+
+def readme_install_commands() -> list[str]:
+    """Every command in README's "Install on a host" section, in order."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("\n## Install on a host")[1].split("\n## ")[0]
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        for line in block.splitlines():
+            line = re.sub(r"\s+#\s.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(line)
+    return commands
+
+
+# What an operator does in $EDITOR: point the groups at the workers (here: a test child).
+EDITOR = """
+import sys, yaml
+path = sys.argv[1]
+doc = yaml.safe_load(open(path))
+config = doc["integrations"][0]["config"]
+config["state_dir"] = state
+config["groups"] = [{"name": "fleet", "match": {"cmdline": pattern}}]
+yaml.safe_dump(doc, open(path, "w"))
+"""
+
+
+def test_readme_install_section_works_on_a_scratch_root(built, tmp_path, tag, fleet, httpserver):
+    """Each command as printed, with / meaning a scratch root and /tmp a scratch dir; the
+    package managers get their root-aware form (apt's resolution is checked on this host)."""
+    commands = readme_install_commands()
+    assert commands[0] == "make package"  # what the `built` fixture ran
+    root, rpm_root = scratch_root("nri-workerwatch-readme-"), None
+    host_tmp = tmp_path / "host-tmp"
+    host_tmp.mkdir()
+    sleeper = fleet.start("sleeper")
+    editor = tmp_path / "editor.py"
+    state, pattern = str(tmp_path / "state"), f"worker_kinds\\.py \\w+ {tag}"
+    editor.write_text(f"state, pattern = {state!r}, {pattern!r}\n{EDITOR}")
+    fake = FakeNerdGraph(KEY, 1234567)
+    httpserver.expect_request("/graphql", method="POST").respond_with_handler(fake.handle)
+    env = {"PATH": f"{root}/usr/bin:{AGENT_PATH}", "EDITOR": f"{sys.executable} {editor}"}
+    cwd = tmp_path
+
+    def shell(command: str) -> subprocess.CompletedProcess:
+        done = run(["sh", "-c", command], env=env, cwd=cwd)
+        assert done.returncode == 0, f"{command}\n{done.stdout}{done.stderr}"
+        return done
+
+    try:
+        for command in commands[1:]:
+            here = command.replace("/tmp/", f"{host_tmp}/")
+            if command.startswith("scp dist/"):
+                for path in built["dist"].iterdir():
+                    shutil.copy(path, host_tmp)
+                assert len(list(built["dist"].glob(command.split()[1].removeprefix("dist/")))) == 1
+            elif command.startswith("cd /tmp && apt install ./"):
+                (deb,) = host_tmp.glob(command.rsplit("./", 1)[1])
+                simulated = run(["apt-get", "install", "--simulate", f"./{deb.name}"], cwd=host_tmp)
+                assert "Inst nri-workerwatch" in simulated.stdout, (
+                    simulated.stdout + simulated.stderr
+                )
+                done = dpkg(root, "-i", str(deb))
+                assert done.returncode == 0, done.stderr
+            elif command.startswith("cd /"):
+                cwd = root / command.split()[1].lstrip("/")
+            elif command.startswith("tar -C / "):
+                other = scratch_root("nri-workerwatch-readme-tar-")
+                try:
+                    shell(here.replace("tar -C / ", f"tar -C {other} "))
+                    assert os.access(other / PROGRAM, os.X_OK)
+                finally:
+                    shutil.rmtree(other, ignore_errors=True)
+            elif command.startswith("rpm -Uvh "):
+                if built["rpm"] is None:
+                    continue
+                rpm_root = scratch_root("nri-workerwatch-readme-rpm-")
+                shell(f"rpm --root={rpm_root} --initdb")
+                shell(here.replace("rpm -Uvh ", f"rpm --root={rpm_root} --nodeps -Uvh "))
+                assert os.access(rpm_root / WRAPPER, os.X_OK)
+            elif command.startswith("export NEW_RELIC_API_KEY="):
+                env["NEW_RELIC_API_KEY"] = KEY
+            elif command.startswith(("nri-workerwatch alerts apply", "nri-workerwatch dashboards apply")):  # fmt: skip
+                done = shell(f"{command} --endpoint {httpserver.url_for('/graphql')}")
+                assert "Apply complete" in done.stdout, done.stdout
+            elif command.startswith(("nri-workerwatch ", "cp ")):
+                done = shell(command)
+                if " status " in command:
+                    assert f"fleet:{sleeper.pid}" in done.stdout, done.stdout
+                if "-show_version" in command:
+                    assert "pydantic-core" in done.stdout
+            else:
+                raise AssertionError(f"README shows a command this test does not follow: {command}")  # fmt: skip
+        assert fake.policy_named("nri-workerwatch: stalled workers")
+        assert fake.mutation_fields().count("dashboardCreate") == 1
+        assert fake.invalid == []
+    finally:
+        for folder in (root, rpm_root):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
