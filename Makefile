@@ -56,7 +56,7 @@ BUILD_PKG    = $(PY) packaging/build.py --dist $(DIST) --build $(BUILD) --wheels
 
 # shiv is a build-time tool only: it goes into the dev venv, never into the zipapps' deps.
 $(SHIV): $(STAMP)
-	$(PY) -m pip install -q 'shiv>=1.0.8,<2' 'wheel>=0.40' 'setuptools>=68'
+	$(PY) -m pip install -q 'shiv>=1.0.8,<2' 'wheel>=0.40' 'setuptools>=68' 'packaging>=23'
 
 package: $(SHIV)
 	$(BUILD_PKG) tarball deb $(if $(RPMBUILD),rpm)
