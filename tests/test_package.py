@@ -338,6 +338,20 @@ def test_show_version_loads_the_compiled_dependencies(installed, version, tmp_pa
     assert list(unpacked.glob(f"nri-workerwatch-cp{version.replace('.', '')}.pyz_*/site-packages"))
 
 
+def test_show_version_catches_a_build_for_another_python(built, tmp_path):
+    """The install check the README gives: a zipapp made for 3.11 in 3.12's place (what the
+    single-version package used to amount to) fails at once, in one line."""
+    python = needs("3.12")
+    assert run(["tar", "-C", str(tmp_path), "-xzf", str(built["tarball"])]).returncode == 0
+    zipapps = tmp_path / ZIPAPPS
+    shutil.copy(zipapps / "nri-workerwatch-cp311.pyz", zipapps / "nri-workerwatch-cp312.pyz")
+    env = {"PATH": AGENT_PATH, "TMPDIR": str(tmp_path)}
+    done = run([python, str(tmp_path / PROGRAM), "-show_version"], env=env)
+    assert done.returncode == 1 and done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("[FATAL] a compiled dependency does not load under Python 3.12."), line
+
+
 @pytest.mark.parametrize("version", with_39_expected_to_fail(SUPPORTED))
 def test_first_collection_the_way_the_agent_runs_it(installed, version, tmp_path, tag, fleet):
     python = needs(version)
