@@ -13,13 +13,9 @@ import yaml
 from workerwatch.alerts import MANAGED_MARKER, is_managed
 from workerwatch.alerts import cli as cli_module
 from workerwatch.alerts.cli import alerts_main, find_definitions
-from workerwatch.alerts.models import (
-    METRIC_NAME,
-    AlertsDocument,
-    load_alerts,
-    load_dashboards,
-    metric_names,
-)
+from workerwatch.alerts.fields import METRIC_NAME, metric_names
+from workerwatch.alerts.load import load_alerts, load_dashboards
+from workerwatch.alerts.models import AlertsDocument
 from workerwatch.alerts.params import DefinitionError, parse_sets
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -307,7 +303,7 @@ def test_the_collection_path_never_imports_the_alert_tooling() -> None:
         import sys
         import workerwatch.cli
         assert "workerwatch.alerts" not in sys.modules, "cli imported the alerts package"
-        import workerwatch.alerts.models, workerwatch.alerts.cli, workerwatch.alerts.nerdgraph
+        import workerwatch.alerts.load, workerwatch.alerts.cli, workerwatch.alerts.nerdgraph
         assert "requests" not in sys.modules, "requests imported before a request is made"
         """
     )
@@ -322,3 +318,137 @@ def test_user_docs_list_every_parameter() -> None:
     ]:
         for name in doc.parameters:
             assert f"`{name}`" in docs, f"docs/alerts.md does not mention {name}"
+
+
+# ----------------------------------------------------------------------------- fleet scale
+
+
+def query_levels(nrql: str) -> list[str]:
+    """The query at each nesting level, outermost first (nested aggregation: FROM ( ... ))."""
+    levels = []
+    text = nrql
+    while True:
+        start = re.search(r"\bFROM\s*\(", text, re.I)
+        if not start:
+            levels.append(text)
+            return levels
+        depth, index = 0, start.end() - 1
+        for index in range(start.end() - 1, len(text)):
+            depth += {"(": 1, ")": -1}.get(text[index], 0)
+            if depth == 0:
+                break
+        levels.append(text[: start.start()] + "FROM <inner>" + text[index + 1 :])
+        text = text[start.end() : index]
+
+
+def facet_of(level: str) -> str:
+    match = re.search(r"\bFACET\s+(.*?)(?:\bSINCE\b|\bTIMESERIES\b|\bLIMIT\b|$)", level, re.I)
+    return match.group(1) if match else ""
+
+
+@pytest.fixture(scope="module")
+def dashboard():
+    (doc,) = load_dashboards(DEFINITIONS / "dashboards", {})
+    return doc
+
+
+def widgets_with_queries(dashboard):
+    return [w for page in dashboard.dashboard.pages for w in page.widgets if w.query]
+
+
+def test_every_facet_at_every_level_asks_for_all_values(dashboard) -> None:
+    # Without LIMIT a FACET returns 10 groups (docs use-facets, "Facet group selection"): a
+    # fleet of 40 workers would show an arbitrary 10.
+    for w in widgets_with_queries(dashboard):
+        for level in query_levels(w.query):
+            if facet_of(level):
+                assert re.search(r"\bLIMIT\s+MAX\b", level), f"{w.title}: {level}"
+
+
+def test_per_worker_series_are_per_host(dashboard) -> None:
+    # worker@3.service exists on every host: a facet on worker.name alone merges them.
+    host = dashboard.values["host_attribute"]
+    worker_widgets = [
+        w for w in widgets_with_queries(dashboard) if "workerwatch.worker." in w.query
+    ]
+    assert len(worker_widgets) >= 9
+    for w in worker_widgets:
+        facet = facet_of(query_levels(w.query)[-1])
+        assert "worker.name" in facet and host in facet, f"{w.title}: FACET {facet}"
+
+
+def test_group_gauges_are_sums_of_each_hosts_latest_value(dashboard) -> None:
+    # latest() under FACET worker.group is the newest single point of any host: the group
+    # totals must add each host's latest value instead.
+    host = dashboard.values["host_attribute"]
+    group_widgets = [w for w in widgets_with_queries(dashboard) if "workerwatch.group." in w.query]
+    assert len(group_widgets) == 3
+    for w in group_widgets:
+        levels = query_levels(w.query)
+        assert len(levels) == 2, f"{w.title}: not a nested aggregation"
+        outer, inner = levels
+        assert re.search(r"latest\(workerwatch\.group\.", inner), w.title
+        assert host in facet_of(inner) and "worker.group" in facet_of(inner), w.title
+        assert "latest(" not in outer and re.match(r"SELECT sum\(", outer), w.title
+        assert facet_of(outer).strip().startswith("worker.group"), w.title
+
+
+def test_host_and_group_are_template_variables_every_worker_widget_uses(dashboard) -> None:
+    assert [v.name for v in dashboard.dashboard.variables] == ["host", "group"]
+    host = dashboard.values["host_attribute"]
+    for w in widgets_with_queries(dashboard):
+        if "workerwatch.worker." in w.query or "workerwatch.group." in w.query:
+            assert f"{host} IN ({{{{host}}}})" in w.query, w.title
+            assert "worker.group IN ({{group}})" in w.query, w.title
+
+
+def test_charts_show_their_series_labels(dashboard) -> None:
+    from workerwatch.alerts.dashboard_plan import dashboard_input
+
+    sent = dashboard_input(dashboard.dashboard, 1, {})
+    charts = [
+        w
+        for page in sent["pages"]
+        for w in page["widgets"]
+        if w["visualization"]["id"] in {"viz.line", "viz.area", "viz.bar"}
+    ]
+    assert len(charts) >= 15
+    for w in charts:
+        assert w["rawConfiguration"]["legend"] == {"enabled": True}, w["title"]
+
+
+# ----------------------------------------------------------------------------- conditions
+
+
+def test_a_worker_that_disappears_is_watched_per_host_and_worker(policy: AlertsDocument) -> None:
+    gone = _condition_using(policy, "workerwatch.worker.up")
+    facet = facet_of(gone.nrql)
+    assert "worker.name" in facet and policy.values["host_attribute"] in facet
+    assert "workerwatch.group" not in gone.nrql, "must not depend on the group's expected"
+    assert gone.critical is not None
+    assert (gone.critical.operator, gone.critical.threshold) == ("BELOW", 1.0)
+    # Closes when the worker is forgotten (its signal stops), without opening anything.
+    assert gone.expiration is not None
+    assert gone.expiration.close_incidents and not gone.expiration.open_incident
+
+
+def test_expected_termination_is_not_promised_for_a_facet_signal(policy: AlertsDocument) -> None:
+    # The docs tie `termination: expected` to the entity a signal belongs to; a FACET host.name
+    # of FROM Metric is no entity, so the condition must not claim it and the docs must not.
+    los = _condition_using(policy, "workerwatch.integration.durationSeconds")
+    assert los.expiration is not None and not los.expiration.ignore_on_expected_termination
+    for doc in ("docs/alerts.md", "docs/RUNBOOK.md"):
+        text = " ".join((ROOT / doc).read_text(encoding="utf-8").split())
+        assert "tagged `termination: expected` are ignored" not in text, doc
+        assert "tagged `termination: expected` do not open" not in text, doc
+
+
+def test_threshold_durations_are_limited_to_two_hours(tmp_path: Path) -> None:
+    with pytest.raises(DefinitionError, match=r"--set stall_minutes: must be at most 120"):
+        load_alerts(DEFINITIONS / "alerts", {"stall_minutes": "121"})
+    write(tmp_path, MINIMAL.replace('duration: "${minutes}m"', "duration: 3h"))
+    with pytest.raises(DefinitionError) as info:
+        load_alerts(tmp_path, {})
+    message = str(info.value)
+    assert "(one).critical.duration" in message and "60 s to 7200 s" in message
+    assert "rules-limits-alerts" in message

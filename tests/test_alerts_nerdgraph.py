@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import socket
+import time
 from pathlib import Path
 
 import pytest
 from workerwatch.alerts import MANAGED_MARKER, is_managed
 from workerwatch.alerts import nerdgraph as ng
 from workerwatch.alerts.cli import alerts_main, dashboards_main
-from workerwatch.alerts.models import load_alerts
+from workerwatch.alerts.load import load_alerts
 from workerwatch.output import retry
 
 from tests.nerdgraph.fake import FakeNerdGraph
@@ -68,9 +69,25 @@ def test_every_document_validates_against_the_nerdgraph_schema(document: str) ->
 
 
 def test_the_schema_check_catches_a_field_nerdgraph_does_not_have() -> None:
-    # AlertsPolicy has no entityGuid in the schema dump, though some clients select it.
-    bad = ng.POLICY_CREATE.replace("id name incidentPreference", "id name entityGuid")
-    assert validation_errors(bad)
+    # AlertsPolicy has no description (conditions and dashboards do).
+    bad = ng.POLICY_CREATE.replace("incidentPreference", "description", 1)
+    assert bad != ng.POLICY_CREATE and validation_errors(bad)
+
+
+def test_the_policy_entity_guid_is_in_the_schema_and_read_back(fake, capsys) -> None:
+    # The live API has AlertsPolicy.entityGuid (newrelic-client-go #1401); the dump did not.
+    assert (
+        validation_errors(
+            "query { actor { account(id: 1) { alerts { policiesSearch "
+            "{ policies { entityGuid } } } } } }"
+        )
+        == []
+    )
+    assert "entityGuid" in ng.POLICIES_SEARCH
+    code, out, _ = run(capsys, fake, "alerts", "apply")
+    assert code == 0
+    policy = fake.policy_named(POLICY)
+    assert f"entity GUID {policy['entityGuid']}" in out
 
 
 def test_endpoints_by_region() -> None:
@@ -324,11 +341,21 @@ def test_http_429_is_retried_honouring_retry_after(fake, capsys, sleeps) -> None
 def test_persistent_throttling_gives_up_after_bounded_retries(fake, capsys, sleeps) -> None:
     for _ in range(ng.MAX_RETRIES + 1):
         fake.reply_next(429, {}, {"Retry-After": "999"})
-    code, _, err = run(capsys, fake, "alerts", "plan")
+    code, _, err = run(capsys, fake, "alerts", "plan", "--timeout", "1000")
     assert code == 1
-    assert "throttling" in err
+    assert "throttling" in err and f"gave up after {ng.MAX_RETRIES} retries" in err
     assert sleeps == [retry.MAX_RETRY_AFTER] * ng.MAX_RETRIES
+    # Each retry is said on stderr as it happens, not only with --verbose.
+    assert err.count("[WARN] PoliciesSearch:") == ng.MAX_RETRIES
     assert fake.seen == []  # every attempt got a canned 429
+
+
+def test_a_wait_past_the_budget_is_not_taken(fake, capsys, sleeps) -> None:
+    fake.reply_next(429, {}, {"Retry-After": "45"})
+    code, _, err = run(capsys, fake, "alerts", "plan", "--timeout", "20")
+    assert code == 1
+    assert sleeps == [], "a 45 s Retry-After does not fit a 20 s budget"
+    assert "--timeout budget of 20 s for the whole command ran out (retries made: 0" in err
 
 
 def test_server_error_on_a_mutation_is_not_retried(fake, capsys, sleeps) -> None:
@@ -374,13 +401,47 @@ def test_every_request_has_a_timeout() -> None:
         listener.listen(1)
         port = listener.getsockname()[1]
         client = ng.NerdGraphClient(
-            f"http://127.0.0.1:{port}/graphql", KEY, timeout=(0.5, 0.3), max_retries=0
+            f"http://127.0.0.1:{port}/graphql", KEY, budget=3, max_retries=0
         )
         with client:
-            with pytest.raises(ng.NerdGraphError, match=r"no answer .* within 0\.3 s"):
+            with pytest.raises(ng.NerdGraphError, match=r"no answer .* within 2 s"):
                 client.query(ng.POLICIES_SEARCH, {"accountId": 1})
             with pytest.raises(ng.AmbiguousMutationError):
                 client.mutate(ng.CONDITION_DELETE, {"accountId": 1, "id": "1"})
+            with pytest.raises(ng.NerdGraphError, match=r"budget of 3 s .* ran out .*retries"):
+                client.query(ng.POLICIES_SEARCH, {"accountId": 1})
+
+
+def test_an_endpoint_that_never_answers_ends_within_the_budget(monkeypatch, capsys) -> None:
+    # Accepts every connection and never sends a byte (issue 13: plan stayed busy 4 min 7 s).
+    monkeypatch.setenv("NEW_RELIC_API_KEY", KEY)
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        port = listener.getsockname()[1]
+        started = time.monotonic()
+        code = alerts_main(
+            [
+                "plan",
+                "--account-id",
+                str(ACCOUNT),
+                "--endpoint",
+                f"http://127.0.0.1:{port}/graphql",
+                "--definitions",
+                str(DEFINITIONS),
+                "--timeout",
+                "6",
+            ]
+        )
+        elapsed = time.monotonic() - started
+    err = capsys.readouterr().err
+    assert code == 1
+    assert elapsed < 6 + 2, f"took {elapsed:.1f} s with --timeout 6"
+    # Two attempts of 2 s with a 1 s then a 2 s wait fit in 6 s; each retry is said.
+    assert "[WARN] PoliciesSearch: PoliciesSearch: no answer" in err and "retry 1/3" in err
+    final = err.strip().splitlines()[-1]
+    assert final.startswith("[ERR]") and "retries" in final, final
+    assert "Traceback" not in err
 
 
 def test_retry_after_parsing() -> None:

@@ -88,6 +88,7 @@ class FakeNerdGraph:
             "name": name,
             "incidentPreference": preference,
             "accountId": self.account_id,
+            "entityGuid": self._new_guid("POLICY"),
         }
         return policy_id
 
@@ -107,6 +108,7 @@ class FakeNerdGraph:
             "description": description,
             "permissions": "PUBLIC_READ_WRITE",
             "pages": [],
+            "variables": [],
         }
         return guid
 
@@ -401,6 +403,7 @@ class _Root:
             name=dashboard["name"],
             description=dashboard.get("description"),
             permissions=dashboard["permissions"],
+            variables=copy.deepcopy(dashboard.get("variables") or []),
         )
         pages = []
         for page in dashboard["pages"]:

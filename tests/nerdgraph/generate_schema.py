@@ -24,6 +24,25 @@ _EMPTY_BODY = re.compile(r"^(enum|type|input|interface) (\w+)([^{\n]*)\{\s*\}", 
 _IMPLEMENTS = re.compile(r"^(type|interface) (\w+) implements ([^{\n]+)\{", re.M)
 
 
+# Fields the live API has that the dump predates, each with where it is established.
+# AlertsPolicy.entityGuid: newrelic-client-go pkg/alerts/types.go (AlertsPolicy.EntityGuid,
+# "The entity GUID for the policy.") and the policy queries of pkg/alerts/policies.go, both
+# from commit 96057ab3 "fix(alerts): add policy entity guid (#1401)", 2026-04-30; the dump of
+# newrelic-sb-sdk 0.47.0 (the latest) was extracted before it.
+_ADDED_FIELDS = {"AlertsPolicy": ["entityGuid: EntityGuid!"]}
+
+
+def _add_fields(sdl: str) -> str:
+    for type_name, fields in _ADDED_FIELDS.items():
+        head = f"type {type_name} {{\n"
+        if head not in sdl:
+            raise SystemExit(f"type {type_name} is not in the dump any more: check _ADDED_FIELDS")
+        body = sdl.split(head, 1)[1].split("\n}", 1)[0]
+        missing = [f for f in fields if f.split(":")[0] + ":" not in body]
+        sdl = sdl.replace(head, head + "".join(f"  {f}\n" for f in missing), 1)
+    return sdl
+
+
 def _fill_empty(match: re.Match[str]) -> str:
     # The dump keeps types whose members were all hidden from it (e.g. the deprecated
     # AlertsNrqlStaticConditionValueFunction enum); SDL needs at least one member.
@@ -56,6 +75,7 @@ def build_sdl() -> str:
     sdl = "\n\n".join(parts)
     sdl = _EMPTY_BODY.sub(_fill_empty, sdl)
     sdl = _IMPLEMENTS.sub(_fix_implements, sdl)
+    sdl = _add_fields(sdl)
     # The dump names its roots but does not register them on the sgqlc Schema object.
     query, mutation = "RootQueryType", "RootMutationType"
     header = (

@@ -4,6 +4,8 @@
     apply       make exactly those changes through NerdGraph
     terraform   write the same resources as HCL for the newrelic/newrelic provider
     parameters  list the definition parameters, their defaults and the values in effect
+    simulate    (alerts) replay a run's payload lines through the conditions: when each
+                incident would open and close
 
 The User API key comes from the environment variable NEW_RELIC_API_KEY only: a flag would
 leave it in shell history and process listings. It is never printed.
@@ -61,7 +63,15 @@ def _parser(kind: str) -> argparse.ArgumentParser:
         ),
         epilog=f"The User API key is read from ${API_KEY_ENV}; it is never a flag.",
     )
-    parser.add_argument("action", choices=["plan", "apply", "terraform", "parameters"])
+    actions = ["plan", "apply", "terraform", "parameters"]
+    parser.add_argument("action", choices=[*actions, "simulate"] if kind == "alerts" else actions)
+    if kind == "alerts":
+        parser.add_argument(
+            "--payloads",
+            default=None,
+            metavar="FILE",
+            help="simulate: protocol-v4 payload lines of a run, oldest first ('-' for stdin)",
+        )
     parser.add_argument(
         "--account-id",
         type=int,
@@ -84,15 +94,27 @@ def _parser(kind: str) -> argparse.ArgumentParser:
         "--definitions", default=None, help="definitions directory (holds alerts/, dashboards/)"
     )
     parser.add_argument(
-        "--output", "-o", default="-", help="terraform: file to write (default: stdout)"
+        "--output",
+        "-o",
+        default="-",
+        help=(
+            "terraform: a directory (versions.tf, workerwatch_variables.tf and the resource "
+            "file) or a .tf file (the shared files are written next to it); default stdout"
+        ),
     )
     parser.add_argument(
         "--no-provider-block",
         action="store_true",
-        help="terraform: leave out the terraform { required_providers } block",
+        help="terraform: no versions.tf (your module already declares required_providers)",
     )
     parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds to wait for each NerdGraph answer"
+        "--timeout",
+        type=float,
+        default=30.0,
+        help=(
+            "seconds the whole command may take: every NerdGraph request, retry and wait "
+            "(default 30)"
+        ),
     )
     parser.add_argument("--verbose", action="store_true", help="log each request to stderr")
     return parser
@@ -130,7 +152,7 @@ def _main(kind: str, argv: Sequence[str]) -> int:
 
 
 def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
-    from workerwatch.alerts.models import load_alerts, load_dashboards
+    from workerwatch.alerts.load import load_alerts, load_dashboards
 
     overrides = parse_sets(ns.sets)
     directory = find_definitions(ns.definitions) / kind
@@ -142,13 +164,17 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
             account_id = int(os.environ[ACCOUNT_ENV])
         except ValueError:
             raise DefinitionError(f"${ACCOUNT_ENV} must be a number") from None
+    if not ns.timeout > 0:
+        raise DefinitionError("--timeout must be a positive number of seconds")
     if account_id is not None and account_id <= 0:
         raise DefinitionError("--account-id must be a positive number")
 
     if ns.action == "parameters":
         return _print_parameters(docs)
+    if ns.action == "simulate":
+        return _simulate(docs, ns.payloads)
     if ns.action == "terraform":
-        return _terraform(kind, docs, account_id, ns)
+        return _terraform(kind, directory, overrides, docs, account_id, ns)
 
     if account_id is None:
         raise DefinitionError(f"--account-id is required for {ns.action} (or set ${ACCOUNT_ENV})")
@@ -158,23 +184,28 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
         )
     _warn_runbook(docs)
 
-    from workerwatch.alerts import reconcile
     from workerwatch.alerts.nerdgraph import ENDPOINTS, NerdGraphClient
+    from workerwatch.alerts.plan import ApplyError, Plan
+    from workerwatch.alerts.render import render
 
     endpoint = ns.endpoint or ENDPOINTS[ns.region]
-    planner: Callable[..., reconcile.Plan]
+    planner: Callable[..., Plan]
     applier: Callable[..., None]
     if kind == "alerts":
-        planner, applier = reconcile.plan_alerts, reconcile.apply_alerts
+        from workerwatch.alerts.alert_plan import apply_alerts, plan_alerts
+
+        planner, applier = plan_alerts, apply_alerts
         what = "alert policy"
     else:
-        planner, applier = reconcile.plan_dashboards, reconcile.apply_dashboards
+        from workerwatch.alerts.dashboard_plan import apply_dashboards, plan_dashboards
+
+        planner, applier = plan_dashboards, apply_dashboards
         what = "dashboards"
     with NerdGraphClient(
-        endpoint, secret, timeout=(min(10.0, ns.timeout), ns.timeout), log=log.debug
+        endpoint, secret, budget=ns.timeout, log=log.debug, say=log.warn
     ) as client:
         plan = planner(client, account_id, docs)
-        for line in reconcile.render(plan, what):
+        for line in render(plan, what):
             print(line)
         if ns.action == "plan":
             return 0
@@ -183,7 +214,7 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
             return 0
         try:
             applier(client, plan, lambda message: print(f"  {message}"))
-        except reconcile.ApplyError as exc:
+        except ApplyError as exc:
             text = str(exc.cause).replace(secret, "[API key]") if secret else str(exc.cause)
             log.error(text)
             log.error(
@@ -196,20 +227,75 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
     return 0
 
 
-def _terraform(kind: str, docs: list[Any], account_id: int | None, ns: argparse.Namespace) -> int:
+def _terraform(
+    kind: str,
+    directory: Path,
+    overrides: dict[str, str],
+    docs: list[Any],
+    account_id: int | None,
+    ns: argparse.Namespace,
+) -> int:
     from workerwatch.alerts import terraform
+    from workerwatch.alerts.load import load_alerts, load_dashboards
 
-    render = terraform.alerts_hcl if kind == "alerts" else terraform.dashboards_hcl
-    text = render(docs, account_id, provider_block=not ns.no_provider_block)
+    runbook = next(
+        (str(d.values["runbook_base_url"]) for d in docs if "runbook_base_url" in d.values), ""
+    )
+    if runbook:
+        # Loaded again with a stand-in for the runbook address, which stays a variable.
+        loader = load_alerts if kind == "alerts" else load_dashboards
+        docs = loader(directory, {**overrides, "runbook_base_url": terraform.RUNBOOK_SENTINEL})
+    resources = (terraform.alerts_hcl if kind == "alerts" else terraform.dashboards_hcl)(docs)
+    shared = {terraform.VARIABLES_FILE: terraform.variables_tf(account_id, runbook)}
+    if not ns.no_provider_block:
+        shared = {terraform.VERSIONS_FILE: terraform.versions_tf(), **shared}
     if ns.output == "-":
-        sys.stdout.write(text)
+        sys.stdout.write("\n".join([*shared.values(), resources]))
         sys.stdout.flush()
+        return 0
+    target = Path(ns.output)
+    if target.is_dir() or ns.output.endswith("/"):
+        folder, resource_path = target, target / terraform.RESOURCE_FILES[kind]
     else:
-        target = Path(ns.output)
-        tmp = target.with_name(f".{target.name}.tmp")
+        folder, resource_path = target.parent, target
+    files = {folder / name: text for name, text in shared.items()}
+    for path in files:
+        # The shared files are written by alerts and dashboards alike, with the same content;
+        # a file of the same name that we did not write is someone else's: never replaced.
+        if path.exists() and terraform.GENERATED not in path.read_text(errors="replace")[:200]:
+            raise DefinitionError(
+                f"{path} exists and was not written by nri-workerwatch; not replacing it. "
+                + (
+                    "If it declares required_providers, use --no-provider-block."
+                    if path.name == terraform.VERSIONS_FILE
+                    else "Write into another directory."
+                )
+            )
+    files[resource_path] = resources
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, text in files.items():
+        tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
-        tmp.replace(target)
-        print(f"wrote {target}", file=sys.stderr)
+        tmp.replace(path)
+        print(f"wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _simulate(docs: list[Any], source: str | None) -> int:
+    from workerwatch.alerts.simulate import read_payloads, report
+
+    if not source:
+        raise DefinitionError("simulate needs --payloads FILE (the run's payload lines)")
+    if source == "-":
+        lines = sys.stdin.read().splitlines()
+    else:
+        try:
+            lines = Path(source).read_text(encoding="utf-8", errors="replace").splitlines()
+        except OSError as exc:
+            raise DefinitionError(f"{source}: cannot read: {exc.strerror or exc}") from None
+    points = read_payloads(lines, source)
+    for line in report(docs, points, source):
+        print(line)
     return 0
 
 

@@ -1,89 +1,24 @@
-"""Pydantic models for the alert and dashboard definitions, and the loaders that read them.
-
-Limits enforced here come from New Relic's documented limits (see the notes on each field);
-catching them locally gives a message naming the file and the key instead of a NerdGraph
-validation error halfway through an apply.
-"""
+"""The alert policy and its NRQL conditions, as read from ``definitions/alerts/*.yml``."""
 
 from __future__ import annotations
 
-import math
 import re
-from collections.abc import Iterable, Mapping
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
+from pydantic import BeforeValidator, Field, field_validator, model_validator
+
+from workerwatch.alerts import with_marker
+from workerwatch.alerts.fields import (
+    FROM_METRIC,
+    SELECT_CLAUSE,
+    Seconds,
+    Strict,
+    Threshold,
+    check_metrics,
+    unique_by,
+    upper,
 )
-
-from workerwatch.alerts import MANAGED_NOTE, with_marker
-from workerwatch.alerts.params import (
-    DefinitionError,
-    Parameter,
-    Value,
-    check_overrides_known,
-    resolve,
-    substitute,
-)
-from workerwatch.catalogue import CATALOGUE
-from workerwatch.config import parse_duration
-
-METRIC_NAME = re.compile(r"workerwatch\.[A-Za-z.]+")
-MAX_DEFINITION_BYTES = 1_000_000
-
-
-def metric_names(nrql: str) -> set[str]:
-    """Every ``workerwatch.*`` metric name an NRQL string mentions."""
-    return {match.rstrip(".") for match in METRIC_NAME.findall(nrql)}
-
-
-def _seconds(value: Any) -> int:
-    """Whole seconds from ``300``, ``'90s'`` or ``'5m'``: NerdGraph's Seconds scalar is an Int."""
-    seconds = parse_duration(value)
-    if not float(seconds).is_integer():
-        raise ValueError(f"must be a whole number of seconds, got {value!r}")
-    return int(seconds)
-
-
-def _threshold(value: Any) -> float:
-    # A duration string is allowed so thresholds on *Seconds metrics read as "15m".
-    if isinstance(value, bool):
-        raise ValueError("expected a number, got a boolean")
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            number = float(parse_duration(value))
-    else:
-        raise ValueError(f"expected a number or a duration such as '15m', got {value!r}")
-    if not math.isfinite(number):
-        raise ValueError("must be a finite number")
-    return number
-
-
-Seconds = Annotated[int, BeforeValidator(_seconds)]
-Threshold = Annotated[float, BeforeValidator(_threshold)]
-
-
-def _upper(value: Any) -> Any:
-    return value.strip().upper() if isinstance(value, str) else value
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
-
-
-# ----------------------------------------------------------------------------- alerts
+from workerwatch.alerts.params import Parameter, Value
 
 Operator = Literal["ABOVE", "ABOVE_OR_EQUALS", "BELOW", "BELOW_OR_EQUALS", "EQUALS", "NOT_EQUALS"]
 Occurrences = Literal["ALL", "AT_LEAST_ONCE"]
@@ -94,41 +29,40 @@ IncidentPreference = Literal["PER_POLICY", "PER_CONDITION", "PER_CONDITION_AND_T
 # NRQL clauses an alert condition rejects (docs create-nrql-alert-conditions: the condition
 # evaluates its own windows, so the query must not set a time range or a series).
 _FORBIDDEN_ALERT_CLAUSES = re.compile(r"\b(SINCE|UNTIL|TIMESERIES|COMPARE\s+WITH|LIMIT)\b", re.I)
-_SELECT = re.compile(r"^\s*SELECT\b", re.I)
-_FROM_METRIC = re.compile(r"\bFROM\s+Metric\b", re.I)
 _KEY = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*$")
 
-
-def check_metrics(nrql: str) -> str:
-    names = metric_names(nrql)
-    unknown = sorted(names - set(CATALOGUE))
-    if unknown:
-        raise ValueError(
-            f"queries metric(s) the integration does not emit: {', '.join(unknown)} "
-            "(see definitions/metrics.yml)"
-        )
-    if not names:
-        raise ValueError("must query at least one workerwatch.* metric")
-    return nrql
+# definition that passes here is accepted by either path.
+THRESHOLD_DURATION_LIMITS = {"STATIC": (60, 7200), "BASELINE": (120, 7200)}
 
 
-class Term(_Strict):
+class Term(Strict):
     """One threshold; terraform's critical/warning block, NerdGraph's terms[] entry."""
 
-    operator: Annotated[Operator, BeforeValidator(_upper)]
+    operator: Annotated[Operator, BeforeValidator(upper)]
     threshold: Threshold
-    # Static conditions: 60 s to 24 h (terraform docs nrql_alert_condition).
-    duration: Seconds = Field(ge=60, le=86_400)
-    occurrences: Annotated[Occurrences, BeforeValidator(_upper)] = "ALL"
+    duration: Seconds
+    occurrences: Annotated[Occurrences, BeforeValidator(upper)] = "ALL"
+
+    @field_validator("duration")
+    @classmethod
+    def _duration_within_limits(cls, value: int) -> int:
+        low, high = THRESHOLD_DURATION_LIMITS["STATIC"]
+        if not low <= value <= high:
+            raise ValueError(
+                f"threshold duration must be {low} s to {high} s ({high // 3600} h) for a static "
+                f"NRQL condition, got {value} s: New Relic's alerting limits allow "
+                "2 hours at most (docs.newrelic.com/docs/alerts/admin/rules-limits-alerts)"
+            )
+        return value
 
 
-class Signal(_Strict):
+class Signal(Strict):
     # NR docs: 30 s to 120 min in 15 s steps; terraform allows more, so stay within both.
     aggregation_window: Seconds = Field(default=60, ge=30, le=7200)
-    aggregation_method: Annotated[AggregationMethod, BeforeValidator(_upper)] = "EVENT_FLOW"
+    aggregation_method: Annotated[AggregationMethod, BeforeValidator(upper)] = "EVENT_FLOW"
     aggregation_delay: Seconds | None = None
     aggregation_timer: Seconds | None = None
-    fill_option: Annotated[FillOption, BeforeValidator(_upper)] = "NONE"
+    fill_option: Annotated[FillOption, BeforeValidator(upper)] = "NONE"
     fill_value: float | None = None
     slide_by: Seconds | None = None
     evaluation_delay: Seconds | None = Field(default=None, le=7200)
@@ -141,7 +75,7 @@ class Signal(_Strict):
         if not isinstance(data, dict):
             return data
         data = dict(data)
-        method = _upper(data.get("aggregation_method", "EVENT_FLOW"))
+        method = upper(data.get("aggregation_method", "EVENT_FLOW"))
         if method == "EVENT_TIMER":
             data.setdefault("aggregation_timer", 60)
         else:
@@ -172,7 +106,7 @@ class Signal(_Strict):
         return self
 
 
-class Expiration(_Strict):
+class Expiration(Strict):
     """Loss of signal (docs nerdgraph-api-loss-signal-gap-filling)."""
 
     duration: Seconds = Field(ge=30, le=172_800)
@@ -187,7 +121,7 @@ class Expiration(_Strict):
         return self
 
 
-class Condition(_Strict):
+class Condition(Strict):
     key: str
     name: str = Field(min_length=1, max_length=128)
     description: str = Field(min_length=1)
@@ -211,9 +145,9 @@ class Condition(_Strict):
     @classmethod
     def _nrql(cls, value: str) -> str:
         value = " ".join(value.split())
-        if not _SELECT.match(value):
+        if not SELECT_CLAUSE.match(value):
             raise ValueError("NRQL must start with SELECT")
-        if not _FROM_METRIC.search(value):
+        if not FROM_METRIC.search(value):
             raise ValueError("NRQL must query FROM Metric (the integration's dimensional metrics)")
         clause = _FORBIDDEN_ALERT_CLAUSES.search(value)
         if clause:
@@ -245,15 +179,15 @@ class Condition(_Strict):
         return with_marker(self.description)
 
 
-class Policy(_Strict):
+class Policy(Strict):
     # Names are 1-128 characters (docs alerts/admin/rules-limits-alerts).
     name: str = Field(min_length=1, max_length=128)
-    incident_preference: Annotated[IncidentPreference, BeforeValidator(_upper)] = (
+    incident_preference: Annotated[IncidentPreference, BeforeValidator(upper)] = (
         "PER_CONDITION_AND_TARGET"
     )
 
 
-class AlertsDocument(_Strict):
+class AlertsDocument(Strict):
     source: str
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     values: dict[str, Value] = Field(default_factory=dict)
@@ -262,283 +196,6 @@ class AlertsDocument(_Strict):
 
     @model_validator(mode="after")
     def _unique(self) -> AlertsDocument:
-        _unique_by(self.conditions, lambda c: c.key, "condition key")
-        _unique_by(self.conditions, lambda c: c.name.casefold(), "condition name")
+        unique_by(self.conditions, lambda c: c.key, "condition key")
+        unique_by(self.conditions, lambda c: c.name.casefold(), "condition name")
         return self
-
-
-# ----------------------------------------------------------------------------- dashboards
-
-Visualization = Literal["area", "bar", "billboard", "line", "markdown", "pie", "table"]
-Permissions = Literal["PRIVATE", "PUBLIC_READ_ONLY", "PUBLIC_READ_WRITE"]
-
-
-class Widget(_Strict):
-    title: str = Field(min_length=1, max_length=255)
-    visualization: Visualization
-    # Columns 1-12; height kept to 1-12 (client-go and terraform docstrings say so).
-    row: int = Field(ge=1, le=500)
-    column: int = Field(ge=1, le=12)
-    width: int = Field(default=4, ge=1, le=12)
-    height: int = Field(default=3, ge=1, le=12)
-    query: str | None = None
-    text: str | None = None
-    critical: Threshold | None = None
-    warning: Threshold | None = None
-
-    @field_validator("query")
-    @classmethod
-    def _query(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        value = " ".join(value.split())
-        if not _SELECT.match(value) and not value.upper().startswith("FROM "):
-            raise ValueError("query must be NRQL (SELECT ... or FROM ...)")
-        return check_metrics(value)
-
-    @model_validator(mode="after")
-    def _shape(self) -> Widget:
-        if self.visualization == "markdown":
-            if not self.text or self.query:
-                raise ValueError("a markdown widget needs text and no query")
-        elif not self.query or self.text:
-            raise ValueError(f"a {self.visualization} widget needs a query and no text")
-        if (self.critical is not None or self.warning is not None) and (
-            self.visualization != "billboard"
-        ):
-            raise ValueError("critical/warning thresholds apply to billboard widgets only")
-        if self.column + self.width - 1 > 12:
-            raise ValueError(f"column {self.column} + width {self.width} goes past column 12")
-        return self
-
-    def cells(self) -> list[tuple[int, int]]:
-        return [
-            (r, c)
-            for r in range(self.row, self.row + self.height)
-            for c in range(self.column, self.column + self.width)
-        ]
-
-
-class Page(_Strict):
-    name: str = Field(min_length=1, max_length=255)
-    description: str | None = Field(default=None, max_length=1024)
-    widgets: list[Widget] = Field(min_length=1, max_length=100)
-
-    @model_validator(mode="after")
-    def _no_overlap(self) -> Page:
-        taken: dict[tuple[int, int], str] = {}
-        for widget in self.widgets:
-            for cell in widget.cells():
-                if cell in taken:
-                    raise ValueError(
-                        f"widgets {taken[cell]!r} and {widget.title!r} overlap at "
-                        f"row {cell[0]}, column {cell[1]}"
-                    )
-                taken[cell] = widget.title
-        return self
-
-    def sorted_widgets(self) -> list[Widget]:
-        # Terraform docs: widgets not sorted by row then column cause perpetual drift.
-        return sorted(self.widgets, key=lambda w: (w.row, w.column))
-
-
-class Dashboard(_Strict):
-    key: str | None = None
-    name: str = Field(min_length=1, max_length=255)
-    description: str = ""
-    permissions: Annotated[Permissions, BeforeValidator(_upper)] = "PUBLIC_READ_ONLY"
-    pages: list[Page] = Field(min_length=1, max_length=20)
-
-    @field_validator("description")
-    @classmethod
-    def _fits_with_marker(cls, value: str) -> str:
-        # Dashboard descriptions are capped at 1024 characters (docs nerdgraph-dashboards).
-        room = 1024 - len(MANAGED_NOTE) - 2
-        if len(value.strip()) > room:
-            raise ValueError(f"description must be at most {room} characters")
-        return value
-
-    @model_validator(mode="after")
-    def _unique_pages(self) -> Dashboard:
-        _unique_by(self.pages, lambda p: p.name.casefold(), "page name")
-        return self
-
-    @property
-    def full_description(self) -> str:
-        return with_marker(self.description)
-
-    @property
-    def resource_key(self) -> str:
-        return self.key or re.sub(r"[^a-z0-9]+", "-", self.name.lower()).strip("-") or "dashboard"
-
-
-class DashboardDocument(_Strict):
-    source: str
-    parameters: dict[str, Parameter] = Field(default_factory=dict)
-    values: dict[str, Value] = Field(default_factory=dict)
-    dashboard: Dashboard
-
-
-def _unique_by(items: Iterable[Any], key: Any, what: str) -> None:
-    seen: set[Any] = set()
-    for item in items:
-        value = key(item)
-        if value in seen:
-            raise ValueError(f"{what} {value!r} is used twice")
-        seen.add(value)
-
-
-# ----------------------------------------------------------------------------- loading
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        size = path.stat().st_size
-        if size > MAX_DEFINITION_BYTES:
-            raise DefinitionError(f"{path}: larger than {MAX_DEFINITION_BYTES} bytes")
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise DefinitionError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DefinitionError(f"{path}: invalid YAML{at}: {problem}") from None
-    if not isinstance(data, dict):
-        raise DefinitionError(f"{path}: expected a mapping at the top level")
-    return data
-
-
-def _definition_files(directory: Path) -> list[Path]:
-    if not directory.is_dir():
-        raise DefinitionError(f"{directory}: no such directory")
-    files = sorted(
-        p for p in directory.iterdir() if p.suffix in {".yml", ".yaml", ".json"} and p.is_file()
-    )
-    if not files:
-        raise DefinitionError(f"{directory}: no definition files (*.yml, *.yaml, *.json)")
-    return files
-
-
-def _format_validation(path: Path, exc: ValidationError, data: Mapping[str, Any]) -> str:
-    lines = []
-    for error in exc.errors():
-        loc = list(error.get("loc", ()))
-        label = _loc_label(loc, data)
-        message = error.get("msg", "invalid")
-        message = message.removeprefix("Value error, ")
-        lines.append(f"{path}: {label}: {message}" if label else f"{path}: {message}")
-    return "\n".join(lines)
-
-
-def _loc_label(loc: list[Any], data: Mapping[str, Any]) -> str:
-    parts: list[str] = []
-    node: Any = data
-    for item in loc:
-        if isinstance(item, int):
-            named = ""
-            if isinstance(node, list) and 0 <= item < len(node) and isinstance(node[item], dict):
-                ident = node[item].get("key") or node[item].get("name") or node[item].get("title")
-                named = f" ({ident})" if ident else ""
-            parts.append(f"[{item}]{named}")
-            node = node[item] if isinstance(node, list) and 0 <= item < len(node) else None
-        else:
-            # pydantic reports union/tagged branches as extra loc items; skip the type names.
-            if isinstance(node, dict) and item not in node and parts:
-                continue
-            parts.append(f".{item}" if parts else str(item))
-            node = node.get(item) if isinstance(node, dict) else None
-    return "".join(parts)
-
-
-def _parameters(path: Path, raw: Any) -> dict[str, Parameter]:
-    if raw is None:
-        return {}
-    if not isinstance(raw, dict):
-        raise DefinitionError(f"{path}: parameters: expected a mapping of name to definition")
-    params: dict[str, Parameter] = {}
-    for name, spec in raw.items():
-        if not isinstance(name, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", name):
-            raise DefinitionError(f"{path}: parameters: {name!r} is not a valid parameter name")
-        if not isinstance(spec, dict):
-            spec = {"default": spec}
-        try:
-            params[name] = Parameter.model_validate(spec)
-        except ValidationError as exc:
-            raise DefinitionError(
-                _format_validation(path, exc, spec).replace(f"{path}: ", f"{path}: {name}: ", 1)
-            ) from None
-    return params
-
-
-def _load(
-    directory: Path, overrides: Mapping[str, str], build: Any
-) -> list[tuple[Path, dict[str, Parameter], dict[str, Any]]]:
-    raw_docs = []
-    for path in _definition_files(directory):
-        data = _read_yaml(path)
-        params = _parameters(path, data.pop("parameters", None))
-        raw_docs.append((path, params, data))
-    check_overrides_known(overrides, {name for _, params, _ in raw_docs for name in params})
-    docs = []
-    for path, params, data in raw_docs:
-        values = resolve(params, overrides)
-        try:
-            resolved = substitute(data, values, "")
-        except DefinitionError as exc:
-            raise DefinitionError(f"{path}: {exc}") from None
-        try:
-            docs.append(build(path, params, values, resolved))
-        except ValidationError as exc:
-            raise DefinitionError(_format_validation(path, exc, resolved)) from None
-    return docs
-
-
-def _merge(defaults: Mapping[str, Any], item: Mapping[str, Any]) -> dict[str, Any]:
-    merged: dict[str, Any] = dict(defaults)
-    for key, value in item.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
-
-
-def load_alerts(directory: Path, overrides: Mapping[str, str]) -> list[AlertsDocument]:
-    """Every alert policy defined under ``directory`` (one per file), parameters applied."""
-
-    def build(path: Path, params: dict[str, Parameter], values: dict[str, Value], data: Any):
-        defaults = data.pop("defaults", None) or {}
-        if not isinstance(defaults, dict):
-            raise DefinitionError(f"{path}: defaults: expected a mapping")
-        conditions = data.get("conditions")
-        if isinstance(conditions, list):
-            data["conditions"] = [
-                _merge(defaults, c) if isinstance(c, dict) else c for c in conditions
-            ]
-        return AlertsDocument.model_validate(
-            {**data, "source": str(path), "parameters": params, "values": values}
-        )
-
-    docs = _load(directory, overrides, build)
-    try:
-        _unique_by(docs, lambda d: d.policy.name.casefold(), "policy name")
-    except ValueError as exc:
-        raise DefinitionError(f"{directory}: {exc}") from None
-    return docs
-
-
-def load_dashboards(directory: Path, overrides: Mapping[str, str]) -> list[DashboardDocument]:
-    """Every dashboard defined under ``directory`` (one per file), parameters applied."""
-
-    def build(path: Path, params: dict[str, Parameter], values: dict[str, Value], data: Any):
-        return DashboardDocument.model_validate(
-            {**data, "source": str(path), "parameters": params, "values": values}
-        )
-
-    docs = _load(directory, overrides, build)
-    try:
-        _unique_by(docs, lambda d: d.dashboard.name.casefold(), "dashboard name")
-    except ValueError as exc:
-        raise DefinitionError(f"{directory}: {exc}") from None
-    return docs

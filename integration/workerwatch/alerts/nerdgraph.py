@@ -17,14 +17,17 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from workerwatch.output.retry import backoff, retry_after
+from workerwatch.output.retry import backoff, retry_after, within
 
 ENDPOINTS = {
     "us": "https://api.newrelic.com/graphql",
     "eu": "https://api.eu.newrelic.com/graphql",
 }
 
-DEFAULT_TIMEOUT = (10.0, 60.0)  # connect, read
+# The whole command's budget (--timeout): every request, retry and wait of one plan or apply
+# fits in it. An attempt may use a third of it, so a silent endpoint still leaves room to retry.
+DEFAULT_BUDGET = 30.0
+MIN_ATTEMPT_TIMEOUT = 2.0
 MAX_RETRIES = 3
 MAX_RESPONSE_BYTES = 50_000_000
 
@@ -38,6 +41,8 @@ _sleep = time.sleep
 # ----------------------------------------------------------------------------- documents
 # Only fields the account is sure to expose are selected: selecting a field the schema does
 # not have fails the whole request (terraform-provider-newrelic issue #2953, targetEntity).
+# AlertsPolicy.entityGuid is selected as newrelic-client-go does since v2.x (commit 96057ab3,
+# "add policy entity guid", pkg/alerts/policies.go).
 
 POLICIES_SEARCH = """
 query PoliciesSearch(
@@ -48,7 +53,7 @@ query PoliciesSearch(
       alerts {
         policiesSearch(cursor: $cursor, searchCriteria: $criteria) {
           nextCursor
-          policies { id name incidentPreference accountId }
+          policies { id name incidentPreference accountId entityGuid }
         }
       }
     }
@@ -101,7 +106,12 @@ query ConditionsSearch(
 
 POLICY_CREATE = """
 mutation PolicyCreate($accountId: Int!, $policy: AlertsPolicyInput!) {
-  alertsPolicyCreate(accountId: $accountId, policy: $policy) { id name incidentPreference }
+  alertsPolicyCreate(accountId: $accountId, policy: $policy) {
+    id
+    name
+    incidentPreference
+    entityGuid
+  }
 }
 """
 
@@ -169,6 +179,15 @@ query DashboardGet($guid: EntityGuid!) {
       ... on DashboardEntity {
         description
         permissions
+        variables {
+          name
+          title
+          type
+          isMultiSelection
+          replacementStrategy
+          nrqlQuery { accountIds query }
+          defaultValues { value { string } }
+        }
         pages {
           guid
           name
@@ -245,10 +264,11 @@ class NerdGraphClient:
         endpoint: str,
         api_key: str,
         *,
-        timeout: tuple[float, float] = DEFAULT_TIMEOUT,
+        budget: float = DEFAULT_BUDGET,
         max_retries: int = MAX_RETRIES,
         sleep: Callable[[float], None] | None = None,
         log: Callable[[str], None] | None = None,
+        say: Callable[[str], None] | None = None,
     ) -> None:
         import requests
 
@@ -259,10 +279,15 @@ class NerdGraphClient:
         )
         self.endpoint = endpoint
         self._secret = api_key
-        self.timeout = timeout
+        self.budget = budget
+        self.deadline = time.monotonic() + budget
+        self.attempt_timeout = max(MIN_ATTEMPT_TIMEOUT, budget / 3)
         self.max_retries = max_retries
+        self.retries = 0
         self._sleep = sleep
         self._log = log or (lambda _message: None)
+        # Retries are said as they happen (stderr), not only with --verbose.
+        self._say = say or self._log
         self.mutations_sent = 0
 
     def close(self) -> None:
@@ -289,27 +314,52 @@ class NerdGraphClient:
         operation = _operation_name(document)
         attempt = 0
         while True:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise NerdGraphError(self._out_of_time(operation))
             try:
-                return self._attempt(document, variables, operation, mutation)
+                return self._attempt(document, variables, operation, mutation, left)
             except _Retry as retry:
                 attempt += 1
                 if attempt > self.max_retries:
-                    raise retry.final from None
-                delay = retry.delay if retry.delay is not None else backoff(attempt)
-                self._log(
+                    raise NerdGraphError(
+                        f"{retry.final}; gave up after {self.max_retries} retries"
+                    ) from None
+                wanted = retry.delay if retry.delay is not None else backoff(attempt)
+                delay = within(wanted, self.deadline)
+                if delay is None:
+                    raise NerdGraphError(f"{retry.final}; {self._out_of_time(operation)}") from None
+                self.retries += 1
+                self._say(
                     f"{operation}: {retry.final}; retry {attempt}/{self.max_retries} in {delay:g} s"
                 )
                 (self._sleep or _sleep)(delay)
 
+    def _out_of_time(self, operation: str | None = None) -> str:
+        what = f"{operation}: " if operation else ""
+        return (
+            f"{what}the --timeout budget of {self.budget:g} s for the whole command ran out "
+            f"(retries made: {self.retries} of at most {self.max_retries} per request)"
+        )
+
     def _attempt(
-        self, document: str, variables: Mapping[str, Any], operation: str, mutation: bool
+        self,
+        document: str,
+        variables: Mapping[str, Any],
+        operation: str,
+        mutation: bool,
+        left: float,
     ) -> dict[str, Any]:
         requests = self._requests
         body = {"query": document, "variables": dict(variables)}
+        wait = min(self.attempt_timeout, left)
         try:
-            response = self._session.post(self.endpoint, json=body, timeout=self.timeout)
+            # requests applies the read timeout to each socket read, so a server that trickles
+            # bytes could exceed it; NerdGraph answers in one piece, and the budget is checked
+            # again before any retry.
+            response = self._session.post(self.endpoint, json=body, timeout=(wait, wait))
         except requests.Timeout:
-            error = f"{operation}: no answer from {self.endpoint} within {self.timeout[1]:g} s"
+            error = f"{operation}: no answer from {self.endpoint} within {wait:g} s"
             if mutation:
                 raise AmbiguousMutationError(_unknown_outcome(error)) from None
             raise _Retry(NerdGraphError(error)) from None

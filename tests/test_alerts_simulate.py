@@ -1,0 +1,188 @@
+"""`alerts simulate`: a real run's payload lines replayed through the shipped conditions.
+
+The run: real worker processes (two loggers on a shared log, an idle poller, a worker that
+blocks in recv() on a server that never answers, one that is killed), collected by the real
+collector and printed by the real emitter. Collections happen about every half second of wall
+time while the collector's clock, which stamps the payloads and measures every silence,
+advances 30 s per run (the agent's interval): the shipped thresholds (stall_after 300 s,
+stall_minutes 5, window 60 s, delay 120 s) are met in seconds instead of a quarter of an hour.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from workerwatch.alerts.cli import alerts_main
+from workerwatch.alerts.load import load_alerts
+from workerwatch.alerts.simulate import Point, read_payloads, simulate
+from workerwatch.collect import Collector
+from workerwatch.config import parse
+from workerwatch.emit import Sections, to_line
+from workerwatch.state import StateStore
+
+from tests.fleet import main_thread_blocked, wait_for
+from tests.v4 import check_line
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFINITIONS = ROOT / "definitions"
+INTERVAL = 30.0
+RUNS = 34
+KILL_AT = 4
+
+
+@pytest.fixture(scope="module")
+def policy():
+    (doc,) = load_alerts(DEFINITIONS / "alerts", {})
+    return doc
+
+
+def _by_name(lines: list[str], metric: str) -> dict[str, list[tuple[float, float]]]:
+    """worker.name -> [(time, value)] of one metric over the run."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    for p in read_payloads(lines):
+        if p.metric == metric:
+            series.setdefault(p.attributes["worker.name"], []).append((p.time, p.value))
+    return series
+
+
+@pytest.fixture
+def run(tmp_path: Path, tag: str, fleet, silent_server):
+    shared = tmp_path / "worker.log"
+    loggers = [fleet.start("logger", shared, 0.2) for _ in range(2)]
+    poller = fleet.start("poller", "127.0.0.1", silent_server.port)
+    doomed = fleet.start("sleeper")
+    hung = fleet.start("hung", shared, "127.0.0.1", silent_server.port)
+    wait_for(lambda: main_thread_blocked(hung.pid), what="hung worker blocked in recv")
+    wait_for(lambda: shared.read_text().count("polled") >= 4, what="loggers writing")
+    config = parse(
+        yaml.safe_dump(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "groups": [
+                    {
+                        "name": "fleet",
+                        "match": {"cmdline": f"worker_kinds\\.py \\w+ {tag}"},
+                        "logs": [str(tmp_path / "*.log")],
+                    }
+                ],
+            }
+        )
+    )
+    collector, store = Collector(config), StateStore()
+    start = time.time()
+    lines = []
+    for number in range(RUNS):
+        if number == KILL_AT:
+            doomed.kill()
+            doomed.wait()
+        result = collector.collect(store, now=start + number * INTERVAL)
+        line = to_line(result, config, Sections())
+        check_line(line)
+        lines.append(line)
+        time.sleep(0.4)
+    pids = {
+        "hung": hung.pid,
+        "doomed": doomed.pid,
+        "healthy": [p.pid for p in (*loggers, poller)],
+    }
+    path = tmp_path / "payloads.jsonl"
+    path.write_text("".join(lines), encoding="utf-8")
+    return path, lines, pids
+
+
+def _names(lines: list[str]) -> dict[int, str]:
+    return {
+        p.attributes["process.pid"]: p.attributes["worker.name"]
+        for p in read_payloads(lines)
+        if p.metric == "workerwatch.worker.up"
+    }
+
+
+@pytest.mark.slow
+def test_the_stalled_worker_opens_in_time_and_no_healthy_worker_ever_does(
+    run, policy, capsys
+) -> None:
+    path, lines, pids = run
+    names = _names(lines)
+    hung, doomed = names[pids["hung"]], names[pids["doomed"]]
+    healthy = {names[pid] for pid in pids["healthy"]}
+    stalled_series = _by_name(lines, "workerwatch.worker.stalled")
+    first_stalled = min(t for t, v in stalled_series[hung] if v == 1)
+    for name in healthy:
+        assert all(v == 0 for _, v in stalled_series[name]), f"{name} was reported stalled"
+
+    incidents = simulate([policy], read_payloads(lines))
+    by_condition: dict[str, list] = {}
+    for incident in incidents:
+        by_condition.setdefault(incident.condition, []).append(incident)
+
+    # The stalled worker: within stall_minutes + window + delay of its first stalled sample.
+    stalled_condition = next(c for c in policy.conditions if c.key == "worker-stalled")
+    (opened,) = by_condition.pop("Worker stalled")
+    assert opened.signal[1] == hung and opened.priority == "CRITICAL"
+    s = stalled_condition.signal
+    budget = stalled_condition.critical.duration + s.aggregation_window + s.aggregation_delay
+    assert opened.opened <= first_stalled + budget, (opened.opened - first_stalled, budget)
+    # ... and not before the threshold duration could have been seen.
+    assert opened.opened >= first_stalled + stalled_condition.critical.duration - INTERVAL
+    assert opened.closed is None
+
+    # The killed worker: Worker gone, per host and name, while the group sets no expected.
+    (gone,) = by_condition.pop("Worker gone")
+    assert gone.signal[1] == doomed
+
+    # Nothing else opens: no incident for a healthy worker, no lost signal for the host.
+    assert by_condition == {}, by_condition
+    for incident in incidents:
+        assert not healthy & set(incident.signal), incident
+
+    # The command prints the same, for an operator.
+    code = alerts_main(["simulate", "--payloads", str(path), "--definitions", str(DEFINITIONS)])
+    out = capsys.readouterr().out
+    assert code == 0
+    stalled_block = out.split("\nWorker stalled:", 1)[1].split("\n\n", 1)[0]
+    assert hung in stalled_block and "critical opens" in stalled_block
+    assert "still open at the end of the replay" in stalled_block
+    assert "Integration not reporting:" in out
+
+
+def _points(values: list[tuple[float, float]], **attrs) -> list[Point]:
+    base = {"host.name": "h", "worker.name": "w", **attrs}
+    return [Point(t, "workerwatch.worker.stalled", v, base) for t, v in values]
+
+
+def test_for_at_least_needs_every_window_and_a_gap_resets_it(policy) -> None:
+    t0 = 1_800_000_000.0  # a multiple of 60: windows start on it
+    # Stalled for 12 minutes with a 2-minute hole after 4 minutes, then healthy.
+    samples = [(t0 + 30 * i, 1.0) for i in range(24) if i not in (8, 9, 10, 11)]
+    samples += [(t0 + 30 * i, 0.0) for i in range(24, 44)]
+    incidents = [i for i in simulate([policy], _points(samples)) if i.condition == "Worker stalled"]
+    # Before the hole: 4 full windows, one short of 5 minutes. After it: 6 windows, opens.
+    (incident,) = incidents
+    # Windows 6..10 (from t0 + 360) breach; the fifth is aggregated when a point reaches its
+    # end (t0 + 660) plus the 120 s delay.
+    assert incident.opened == t0 + 780
+    # Healthy from t0 + 720: five windows without a breach; the fifth (t0 + 960 to t0 + 1020)
+    # is aggregated at its end plus the delay.
+    assert incident.closed == t0 + 1140
+
+
+def test_loss_of_signal_closes_the_gone_workers_incident(policy) -> None:
+    t0 = 1_800_000_000.0
+    up = [
+        Point(t0 + 30 * i, "workerwatch.worker.up", 0.0, {"host.name": "h", "worker.name": "w"})
+        for i in range(30)
+    ]
+    # Another worker keeps reporting, so the replay's clock moves on after w is forgotten.
+    other = [
+        Point(t0 + 30 * i, "workerwatch.worker.up", 1.0, {"host.name": "h", "worker.name": "x"})
+        for i in range(70)
+    ]
+    incidents = simulate([policy], sorted(up + other, key=lambda p: p.time))
+    (gone,) = [i for i in incidents if i.condition == "Worker gone"]
+    assert gone.signal == ("h", "w")
+    assert gone.close_reason == "loss of signal"
+    assert gone.closed == up[-1].time + 600  # gone_forgotten_minutes
