@@ -580,7 +580,7 @@ def test_readme_install_section_works_on_a_scratch_root(built, tmp_path, tag, fl
     package managers get their root-aware form (apt's resolution is checked on this host)."""
     commands = readme_install_commands()
     assert commands[0] == "make package"  # what the `built` fixture ran
-    root, rpm_root = scratch_root("nri-workerwatch-readme-"), None
+    rpm_root = None
     host_tmp = tmp_path / "host-tmp"
     host_tmp.mkdir()
     sleeper = fleet.start("sleeper")
@@ -589,6 +589,7 @@ def test_readme_install_section_works_on_a_scratch_root(built, tmp_path, tag, fl
     editor.write_text(f"state, pattern = {state!r}, {pattern!r}\n{EDITOR}")
     fake = FakeNerdGraph(KEY, 1234567)
     httpserver.expect_request("/graphql", method="POST").respond_with_handler(fake.handle)
+    root = scratch_root("nri-workerwatch-readme-")  # removed in the finally below
     env = {"PATH": f"{root}/usr/bin:{AGENT_PATH}", "EDITOR": f"{sys.executable} {editor}"}
     cwd = tmp_path
 
