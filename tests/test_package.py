@@ -163,12 +163,14 @@ def built(tmp_path_factory) -> dict[str, Path]:
 def installed(built) -> Path:
     """The .deb installed with dpkg into a scratch root."""
     root = scratch_root("nri-workerwatch-deb-")
-    before = modes(root, PRE_EXISTING)
-    done = dpkg(root, "-i", str(built["deb"]))
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert modes(root, PRE_EXISTING) == before, "dpkg changed an existing directory"
-    yield root
-    shutil.rmtree(root, ignore_errors=True)
+    try:
+        before = modes(root, PRE_EXISTING)
+        done = dpkg(root, "-i", str(built["deb"]))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert modes(root, PRE_EXISTING) == before, "dpkg changed an existing directory"
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture
