@@ -3,7 +3,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: test test-fast lint format demo bench package install clean heartbeat-dist
+.PHONY: test test-fast lint format demo bench package deb rpm tarball install clean heartbeat-dist
 
 # The venv is rebuilt whenever pyproject.toml changes, so a fresh clone needs
 # nothing but Python and pip.
@@ -41,56 +41,45 @@ bench: $(STAMP)
 clean:
 	rm -rf $(VENV) build dist *.egg-info integration/*.egg-info .pytest_cache .ruff_cache
 
-# --- packaging: a single-file zipapp and the agent's file layout --------------------------
-# The zipapp bundles psutil and pydantic-core, which have compiled parts: it runs only on
-# the platform and Python minor version it was built with, and its file name says which.
-# Build with the interpreter you target, e.g. `make package PYTHON=python3.12` in a fresh
-# clone (the venv is made with PYTHON).
+# --- packaging: the agent's file layout as a .deb, an .rpm and a tarball ------------------
+# packaging/build.py makes one zipapp per CPython version in PYTHONS from wheels pip fetches
+# for that version (cached in WHEELS), stages them with the launcher that picks the right
+# one, and builds the packages from that tree (docs/operating.md, "What gets installed").
+# `make package` builds all three (the .rpm when rpmbuild is installed: apt-get install rpm).
 DIST        ?= dist
 BUILD       ?= build
+WHEELS      ?= build/wheels
 PREFIX      ?=
-PYZ_SHEBANG ?= /usr/bin/env python3
+PYTHONS     ?= 3.9 3.10 3.11 3.12 3.13
 # Optional extras to bundle, e.g. PYZ_EXTRAS=aws for the SWF/SQS backlog probes (boto3).
 PYZ_EXTRAS  ?=
 SHIV        := $(VENV)/bin/shiv
 VERSION      = $(shell sed -n 's/^__version__ = "\(.*\)"/\1/p' integration/workerwatch/__init__.py)
-PY_TAG       = $(shell $(PY) -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
-PLATFORM     = $(shell $(PY) -c 'import sysconfig; print(sysconfig.get_platform().replace("-", "_"))')
-PYZ          = $(DIST)/nri-workerwatch-$(VERSION)-$(PY_TAG)-$(PLATFORM).pyz
-TARBALL      = $(DIST)/nri-workerwatch-$(VERSION)-$(PY_TAG)-$(PLATFORM).tar.gz
-AGENT_DIR   := /var/db/newrelic-infra/newrelic-integrations
-AGENT_CONF  := /etc/newrelic-infra/integrations.d
-DOC_DIR     := /usr/share/doc/nri-workerwatch
+RPMBUILD     = $(shell command -v rpmbuild)
+BUILD_PKG    = $(PY) packaging/build.py --dist $(DIST) --build $(BUILD) --wheels $(WHEELS) \
+               --pythons "$(PYTHONS)" --extras "$(PYZ_EXTRAS)"
 
-# shiv is a build-time tool only: it goes into the dev venv, never into the zipapp's deps.
+# shiv is a build-time tool only: it goes into the dev venv, never into the zipapps' deps.
 $(SHIV): $(STAMP)
-	$(PY) -m pip install -q 'shiv>=1.0.8,<2' 'wheel>=0.40' 'setuptools>=68'
+	$(PY) -m pip install -q 'shiv>=1.0.8,<2' 'wheel>=0.40' 'setuptools>=68' 'packaging>=23'
 
 package: $(SHIV)
-	mkdir -p $(DIST)
-	$(SHIV) --compressed --reproducible -p '$(PYZ_SHEBANG)' -e workerwatch.cli:main \
-		-o $(PYZ) --no-build-isolation -q '.$(if $(PYZ_EXTRAS),[$(PYZ_EXTRAS)])'
-	cp $(PYZ) $(DIST)/nri-workerwatch.pyz
-	rm -rf $(BUILD)/root
-	$(MAKE) --no-print-directory install PREFIX=$(abspath $(BUILD)/root) DIST=$(DIST)
-	tar -C $(BUILD)/root --owner=0 --group=0 --sort=name -czf $(TARBALL) .
-	@echo "built $(PYZ) ($$(du -k $(PYZ) | cut -f1) KiB) and $(TARBALL)"
+	$(BUILD_PKG) tarball deb $(if $(RPMBUILD),rpm)
 
-# Installs into PREFIX (empty = this host's /), where the agent looks: the program under
-# newrelic-integrations/bin, the samples (inactive until renamed to .yml) in integrations.d.
+deb: $(SHIV)
+	$(BUILD_PKG) deb
+
+rpm: $(SHIV)
+	$(BUILD_PKG) rpm
+
+tarball: $(SHIV)
+	$(BUILD_PKG) tarball
+
+# Unpacks the tarball into PREFIX (empty = this host's /). The tarball holds only the
+# package's own files and directories, so existing directories keep their owner and mode.
 install:
-	test -f $(DIST)/nri-workerwatch.pyz || { echo "run 'make package' first"; exit 1; }
-	install -D -m 0755 $(DIST)/nri-workerwatch.pyz $(PREFIX)$(AGENT_DIR)/bin/nri-workerwatch
-	install -D -m 0644 definitions/agent/workerwatch-config.yml.sample \
-		$(PREFIX)$(AGENT_CONF)/workerwatch-config.yml.sample
-	install -D -m 0644 definitions/agent/workerwatch-long-running-config.yml.sample \
-		$(PREFIX)$(AGENT_CONF)/workerwatch-long-running-config.yml.sample
-	install -D -m 0644 definitions/agent/legacy/workerwatch-definition.yml \
-		$(PREFIX)$(AGENT_DIR)/workerwatch-definition.yml
-	install -D -m 0644 definitions/agent/legacy/workerwatch-config.yml.sample \
-		$(PREFIX)$(DOC_DIR)/legacy-workerwatch-config.yml.sample
-	install -D -m 0644 README.md $(PREFIX)$(DOC_DIR)/README.md
-	install -D -m 0644 docs/operating.md $(PREFIX)$(DOC_DIR)/operating.md
+	@set -- $(DIST)/nri-workerwatch_linux_$(VERSION)_*.tar.gz; test -f "$$1" || { echo "run 'make package' first"; exit 1; }; \
+	mkdir -p $(PREFIX)/ && tar -C $(PREFIX)/ -xzf "$$1" && echo "installed $$1 into $(PREFIX)/"
 
 # The worker-side heartbeat library as its own wheel, standard library only (heartbeat/):
 # what a worker installs instead of the whole integration.

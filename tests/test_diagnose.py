@@ -40,12 +40,14 @@ def _config(tmp_path: Path, tag: str) -> Path:
     )
 
 
-def _diagnose(config: Path, *args: str, path: str | None = None) -> subprocess.CompletedProcess:
+def _diagnose(
+    config: Path, *args: str, path: str | None = None, python: str = sys.executable
+) -> subprocess.CompletedProcess:
     env = {**os.environ}
     if path is not None:
         env["PATH"] = path
     return subprocess.run(
-        [sys.executable, "-m", "workerwatch", "diagnose", "--config", str(config), *args],
+        [python, "-m", "workerwatch", "diagnose", "--config", str(config), *args],
         capture_output=True,
         text=True,
         timeout=60,
@@ -54,7 +56,7 @@ def _diagnose(config: Path, *args: str, path: str | None = None) -> subprocess.C
 
 
 def _no_py_spy_path(tmp_path: Path) -> str:
-    """PATH without py-spy, with ss kept, so the fallbacks are what is tested."""
+    """PATH without py-spy, with ss kept."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     for tool in ("ss",):
@@ -62,6 +64,19 @@ def _no_py_spy_path(tmp_path: Path) -> str:
         if found and not (bin_dir / tool).exists():
             (bin_dir / tool).symlink_to(found)
     return str(bin_dir)
+
+
+def _python_without_py_spy(tmp_path: Path) -> str:
+    """This venv under another directory with no py-spy in its bin/ (diagnose looks beside
+    its interpreter first): its pyvenv.cfg and lib/, and the base interpreter."""
+    venv = Path(sys.prefix)
+    mirror = tmp_path / "venv-without-py-spy"
+    if not mirror.exists():
+        (mirror / "bin").mkdir(parents=True)
+        shutil.copy(venv / "pyvenv.cfg", mirror / "pyvenv.cfg")
+        (mirror / "lib").symlink_to(venv / "lib")
+        (mirror / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    return str(mirror / "bin" / "python")
 
 
 @pytest.fixture
@@ -86,7 +101,10 @@ def test_evidence_and_sockets_of_a_hung_worker_without_any_signal(
     shared = tmp_path / "worker.log"
     hung = fleet.start("hung", shared, "127.0.0.1", silent_server.port)
     wait_for(lambda: main_thread_blocked(hung.pid), what="hung worker blocked in recv")
-    done = _diagnose(_config(tmp_path, tag), str(hung.pid), path=_no_py_spy_path(tmp_path))
+    done = _diagnose(
+        _config(tmp_path, tag), str(hung.pid),
+        path=_no_py_spy_path(tmp_path), python=_python_without_py_spy(tmp_path),
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert f"worker fleet:{hung.pid} (group fleet), pid {hung.pid}" in out
@@ -96,14 +114,15 @@ def test_evidence_and_sockets_of_a_hung_worker_without_any_signal(
     assert f"-> 127.0.0.1:{silent_server.port} ESTABLISHED" in sockets
     assert "<- main thread blocked here" in sockets
     stack = out.split("\nstack:\n")[1]
-    assert "py-spy is not on PATH" in stack
+    assert "py-spy is not beside" in stack and "nor on PATH" in stack
     if os.geteuid() == 0:
         assert "main thread kernel stack:" in stack and "recv" in stack
     # The worker has no SIGUSR1 handler: nothing was sent, and --signal refuses too.
     assert hung.poll() is None
     refused = _diagnose(
-        _config(tmp_path, tag), str(hung.pid), "--signal", path=_no_py_spy_path(tmp_path)
-    )
+        _config(tmp_path, tag), str(hung.pid), "--signal",
+        path=_no_py_spy_path(tmp_path), python=_python_without_py_spy(tmp_path),
+    )  # fmt: skip
     assert refused.returncode == 0, refused.stderr
     assert "SIGUSR1 not sent" in refused.stdout and "would kill the worker" in refused.stdout
     assert hung.poll() is None, "diagnose never kills a worker"
@@ -112,14 +131,15 @@ def test_evidence_and_sockets_of_a_hung_worker_without_any_signal(
 def test_signal_dump_only_when_asked(tmp_path, tag, dumping_worker):
     config = _config(tmp_path, tag)
     path = _no_py_spy_path(tmp_path)
+    python = _python_without_py_spy(tmp_path)
     stderr_file = tmp_path / "worker.stderr"
 
-    quiet = _diagnose(config, str(dumping_worker.pid), path=path)
+    quiet = _diagnose(config, str(dumping_worker.pid), path=path, python=python)
     assert quiet.returncode == 0, quiet.stderr
     assert "rerun with --signal" in quiet.stdout
     assert stderr_file.read_text() == "", "no signal without --signal"
 
-    done = _diagnose(config, str(dumping_worker.pid), "--signal", path=path)
+    done = _diagnose(config, str(dumping_worker.pid), "--signal", path=path, python=python)
     assert done.returncode == 0, done.stderr
     assert f"sent SIGUSR1 to pid {dumping_worker.pid}" in done.stdout
     assert str(stderr_file) in done.stdout
@@ -154,12 +174,16 @@ def test_by_name_and_outside_any_group(tmp_path, tag, fleet):
 
 
 @pytest.mark.skipif(
-    not (shutil.which("py-spy") or shutil.which("py-spy", path=os.path.dirname(sys.executable))),
-    reason="py-spy not installed",
+    not shutil.which("py-spy", path=os.path.dirname(sys.executable)),
+    reason="py-spy not installed in this venv (it comes with the test extras)",
 )
-def test_py_spy_dump_when_available(tmp_path, tag, dumping_worker):
-    # py-spy comes with the test extras, in the venv beside our interpreter.
-    path = os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")])
+def test_py_spy_beside_the_interpreter_is_used_without_it_on_path(tmp_path, tag, dumping_worker):
+    # The venv's bin/ is not on this PATH, as under the agent or sudo.
+    path = _no_py_spy_path(tmp_path)
+    assert not shutil.which("py-spy", path=path)
     done = _diagnose(_config(tmp_path, tag), str(dumping_worker.pid), path=path)
     assert done.returncode == 0, done.stderr
-    assert "fetch_article" in done.stdout
+    stack = done.stdout.split("\nstack:\n")[1]
+    assert "fetch_article (<string>:5)" in stack, (
+        "py-spy's frame line (the cmdline has the name too)"
+    )

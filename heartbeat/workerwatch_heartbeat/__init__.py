@@ -599,7 +599,7 @@ def enable_stack_dump(
     try:
         if file is None:
             out: Any = sys.stderr
-        elif isinstance(file, str | os.PathLike):
+        elif isinstance(file, (str, os.PathLike)):
             out = open(file, "a", encoding="utf-8")  # noqa: SIM115 - must outlive this call
             _dump_files.append(out)
         else:

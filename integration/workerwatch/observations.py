@@ -7,8 +7,13 @@ not be read (permissions, a process exit race), which the verdict treats as unkn
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Union
 
 from workerwatch.output.catalogue import CATALOGUE
+
+# A metric attribute's value. Spelled with Union: ``records`` evaluates the annotations that
+# use it at run time, where ``str | int`` inside brackets needs CPython 3.10.
+AttributeValue = Union[str, int, float, bool]  # noqa: UP007
 
 
 @dataclass(frozen=True)
@@ -115,4 +120,4 @@ class MetricSample:
 
     name: str
     value: float
-    attributes: dict[str, str | int | float | bool] = field(default_factory=dict)
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import platform
 import sys
 
 from workerwatch import log
@@ -15,7 +16,12 @@ from workerwatch.commands.common import load_config_or_exit, version_line
 def main(ns: argparse.Namespace) -> int:
     log.set_verbose(ns.verbose)
     if ns.show_version:
-        print(version_line())
+        try:
+            print(version_line())
+        except ImportError as exc:
+            python = platform.python_version()
+            log.fatal(f"a compiled dependency does not load under Python {python}: {exc}")
+            return 1
         return 0
     config = load_config_or_exit(ns.config, ns.state_dir)
 

@@ -51,9 +51,16 @@ def resolve_flags(ns: argparse.Namespace, env: dict[str, str] | None = None) -> 
 
 
 def version_line() -> str:
+    """The version, and the versions of the compiled dependencies: importing them here makes
+    ``-show_version`` an install check, failing at once for a build made for another Python
+    or platform rather than at the first config validation."""
+    import psutil  # loads psutil._psutil_linux
+    import pydantic_core  # loads pydantic_core._pydantic_core
+
     return (
         f"New Relic {INTEGRATION_NAME} integration Version: {__version__}, "
-        f"Platform: {sys.platform}/{platform.machine()}, Python: {platform.python_version()}"
+        f"Platform: {sys.platform}/{platform.machine()}, Python: {platform.python_version()}, "
+        f"psutil: {psutil.__version__}, pydantic-core: {pydantic_core.__version__}"
     )
 
 

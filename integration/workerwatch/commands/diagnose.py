@@ -3,9 +3,10 @@
 Opt-in and read-only unless asked: it never sends a signal without ``--signal``. Stack
 sources, in order:
 
-1. ``py-spy dump --pid`` when py-spy is on PATH and permitted (ptrace; root or
-   CAP_SYS_PTRACE), bounded by a timeout. It reads the stack from outside without
-   stopping the worker for long.
+1. ``py-spy dump --pid`` when py-spy is installed and permitted (ptrace; root or
+   CAP_SYS_PTRACE), bounded by a timeout; looked for beside the interpreter running us
+   first (``pip install py-spy`` into the same venv or prefix), then on PATH. It reads
+   the stack from outside without stopping the worker for long.
 2. With ``--signal`` only: SIGUSR1, and only when ``/proc/PID/status`` shows SIGUSR1 is
    caught (``SigCgt``), i.e. the worker called the heartbeat library's
    ``enable_stack_dump()`` (``faulthandler.register``). SIGUSR1's default action ends the
@@ -209,10 +210,19 @@ def _stderr_target(pid: int) -> str | None:
     return None
 
 
+def find_py_spy() -> str | None:
+    """py-spy beside our interpreter (a venv's bin/, where pip put it), else on PATH: the
+    agent and sudo run us with a PATH that rarely holds a venv."""
+    return shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
+
+
 def py_spy(pid: int, timeout: float) -> tuple[bool, list[str]]:
-    exe = shutil.which("py-spy")
+    exe = find_py_spy()
     if not exe:
-        return False, ["py-spy is not on PATH (pip install py-spy gives the Python stack)"]
+        return False, [
+            f"py-spy is not beside {sys.executable} nor on PATH "
+            "(pip install py-spy gives the Python stack)"
+        ]
     try:
         done = subprocess.run(
             # --nonblocking reads the stack without stopping the worker: a pause would wake
