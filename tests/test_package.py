@@ -40,10 +40,8 @@ OWNED = (ZIPAPPS, "usr/share/nri-workerwatch", DOC_DIR)
 # integration/workerwatch fail at runtime there.
 PY39_REASON = (
     "isinstance(x, A | B) at alerts/diff.py:53,76, alerts/fields.py:40, alerts/params.py:56, "
-    "alerts/simulate.py:116, queues/aws.py:314,316,318,320, output/v4.py:169, "
-    "output/ingest_api.py:132, host/heartbeat_files.py:92; the alias "
-    "`Value = bool | int | float | str` at alerts/params.py:17; zip(strict=True) at "
-    "commands/status.py:136"
+    "alerts/simulate.py:116; the alias `Value = bool | int | float | str` at "
+    "alerts/params.py:17"
 )
 ON_39 = pytest.mark.xfail(strict=True, reason=PY39_REASON)
 KEY = "NRAK-PACKAGETEST0123456789ABCDEFGH"
@@ -187,7 +185,14 @@ def fleet_config(tmp_path: Path, tag: str) -> Path:
         tmp_path / "config.yml",
         {
             "state_dir": str(tmp_path / "state"),
-            "groups": [{"name": "fleet", "match": {"cmdline": f"worker_kinds\\.py \\w+ {tag}"}}],
+            # logs: a list, flattened into the inventory
+            "groups": [
+                {
+                    "name": "fleet",
+                    "match": {"cmdline": f"worker_kinds\\.py \\w+ {tag}"},
+                    "logs": [str(tmp_path / "*.log")],
+                }
+            ],
         },
     )
 
@@ -355,7 +360,7 @@ def test_show_version_catches_a_build_for_another_python(built, tmp_path):
     assert line.startswith("[FATAL] a compiled dependency does not load under Python 3.12."), line
 
 
-@pytest.mark.parametrize("version", with_39_expected_to_fail(SUPPORTED))
+@pytest.mark.parametrize("version", SUPPORTED)
 def test_first_collection_the_way_the_agent_runs_it(installed, version, tmp_path, tag, fleet):
     python = needs(version)
     sleeper = fleet.start("sleeper")

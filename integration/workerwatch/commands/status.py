@@ -133,8 +133,8 @@ def render(doc: dict[str, Any], colour: bool = False, width: int = 120) -> str:
             continue
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
         lines.append("  " + "  ".join(h.ljust(widths[i]) for i, h in enumerate(HEADERS)).rstrip())
-        for w, row in zip(g["workers"], rows, strict=True):
-            text = "  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip()
+        for index, w in enumerate(g["workers"]):  # rows[index] is this worker's (built above)
+            text = "  ".join(c.ljust(widths[i]) for i, c in enumerate(rows[index])).rstrip()
             lines.append("  " + paint(text, w["state"]))
             if w["reason"]:
                 reason = w["reason"]

@@ -89,7 +89,7 @@ def parse(path: str, data: bytes, mtime: float, now: float) -> HeartbeatObservat
         task_id = raw_task.get("id")
         task = Task(
             name=clean_text(raw_task["name"]) or "?",
-            id=clean_text(task_id) if isinstance(task_id, str | int) else None,
+            id=clean_text(task_id) if isinstance(task_id, (str, int)) else None,
             started=started,
         )
     return HeartbeatObservation(

@@ -129,7 +129,7 @@ def event_records(
         for key, value in attrs.items():
             record.setdefault(key, value)
         for key, value in (event.get("attributes") or {}).items():
-            if isinstance(value, str | int | float | bool):
+            if isinstance(value, (str, int, float, bool)):
                 record[key if key not in record else f"attr.{key}"] = value
         out.append(record)
     return out

@@ -166,7 +166,7 @@ def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
         for key, item in value.items():
             _flatten(f"{prefix}.{key}" if prefix else str(key), item, into)
     elif isinstance(value, list):
-        if all(not isinstance(i, dict | list) for i in value):
+        if all(not isinstance(i, (dict, list)) for i in value):
             into[prefix] = ",".join(str(i) for i in value)
         else:
             for index, item in enumerate(value):

@@ -311,13 +311,13 @@ class ProbeRun:
                         self.suspect_unsupported[api] = http
                 return _CALL, f"{http} without an AWS error body"
             return _CALL, f"{code} ({http}){message}"
-        if isinstance(exc, bx.NoCredentialsError | bx.PartialCredentialsError):
+        if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError)):
             return _PROBE, f"no usable AWS credentials: {self.describe(exc)}"
-        if isinstance(exc, bx.CredentialRetrievalError | bx.NoRegionError):
+        if isinstance(exc, (bx.CredentialRetrievalError, bx.NoRegionError)):
             return _PROBE, f"credentials or region: {self.describe(exc)}"
-        if isinstance(exc, bx.ConnectTimeoutError | bx.ReadTimeoutError):
+        if isinstance(exc, (bx.ConnectTimeoutError, bx.ReadTimeoutError)):
             return _PROBE, f"timed out: {type(exc).__name__}, {self.describe(exc)}"
-        if isinstance(exc, bx.EndpointConnectionError | bx.ConnectionClosedError):
+        if isinstance(exc, (bx.EndpointConnectionError, bx.ConnectionClosedError)):
             return _PROBE, f"endpoint unreachable: {self.describe(exc)}"
         if isinstance(exc, bx.HTTPClientError):
             return _PROBE, f"connection failed: {type(exc).__name__}, {self.describe(exc)}"
