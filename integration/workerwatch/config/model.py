@@ -128,6 +128,10 @@ def required(**meta: Any) -> Any:
 
 DURATION = {"before": parse_duration}
 GLOB = {"before": check_glob}
+# The swf: and sqs: sections' shared keys (each section has its own copy of the key).
+AWS_REGION = "us-east-1"
+SAMPLE_EVERY = 60.0  # seconds between samples of the queue side
+AWS_TIMEOUT = 5.0  # connect and read timeout of each AWS call
 # SWF names: 1-256 characters (botocore swf service-2.json, shapes DomainName and Name).
 SWF_NAME = {"min_length": 1, "max_length": 256}
 
@@ -217,19 +221,19 @@ class Swf:
     __checks__ = (_no_repeated_domains,)
 
     domains: list[SwfDomain] = required(min_length=1)
-    region: str = key("us-east-1", min_length=1)
+    region: str = key(AWS_REGION, min_length=1)
     endpoint_url: str | None = key(after=check_endpoint)  # may carry user:password@
-    sample_every: float = key(60.0, **DURATION)
-    timeout: float = key(5.0, **DURATION)
+    sample_every: float = key(SAMPLE_EVERY, **DURATION)
+    timeout: float = key(AWS_TIMEOUT, **DURATION)
 
 
 @dataclass(frozen=True)
 class Sqs:
     queues: list[str] = required(min_length=1, after=check_queues)  # names or queue URLs
-    region: str = key("us-east-1", min_length=1)
+    region: str = key(AWS_REGION, min_length=1)
     endpoint_url: str | None = key(after=check_endpoint)  # may carry user:password@
-    sample_every: float = key(60.0, **DURATION)
-    timeout: float = key(5.0, **DURATION)
+    sample_every: float = key(SAMPLE_EVERY, **DURATION)
+    timeout: float = key(AWS_TIMEOUT, **DURATION)
 
 
 def _unique_groups(config: Config) -> None:
