@@ -32,7 +32,9 @@ from typing import Any
 import pytest
 import yaml
 from workerwatch.config import parse
+from workerwatch.discover import stat_fields
 from workerwatch.probes.syscalls import name_of
+from workerwatch.procfs import ProcGone
 
 from tests.fleet import SilentServer, wait_for
 from tests.frameworks import (
@@ -136,8 +138,7 @@ class Scene:
 
 
 def _ppid(pid: int) -> int:
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
+    return stat_fields(pid)[1]
 
 
 def _cmdline(pid: int) -> str:
@@ -147,10 +148,9 @@ def _cmdline(pid: int) -> str:
 def _alive(pid: int) -> bool:
     """Running or sleeping: a killed orphan may stay a zombie until its new parent reaps it."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return stat_fields(pid)[0] not in ("Z", "X")
+    except ProcGone:
         return False
-    return stat[stat.rindex(")") + 2] not in "ZX"
 
 
 def _syscall(pid: int, tid: int | None = None) -> str:
