@@ -6,8 +6,10 @@ and where it is: ``poll`` and ``epoll_wait`` carry it as a value in milliseconds
 ``ppoll``, ``select``, ``pselect6``, ``epoll_pwait2``, ``futex``, ``nanosleep`` and
 ``clock_nanosleep`` carry a pointer into the worker's memory (NULL for none). A socket read,
 write, ``connect`` or ``accept`` has no timeout argument at all: a timeout set with
-``SO_RCVTIMEO``/``SO_SNDTIMEO`` lives in the socket and cannot be seen from here (CPython
-never sets it; its socket timeouts are a ``poll(fd, 1, ms)`` before the call).
+``SO_RCVTIMEO``/``SO_SNDTIMEO`` lives in the socket, not in the call (CPython never sets
+it; its socket timeouts are a ``poll(fd, 1, ms)`` before the call). ``socket_state`` reads
+it, and the TCP ages of the last data sent and received, from a duplicate of the worker's
+socket (``pidfd_getfd``, Linux 5.6+): ``inspect(..., sockets=True)`` folds it in.
 
 ``inspect`` adds what only the worker's memory holds: the timeout structure behind the
 pointer and the fds of a poll set or select bitmap, read with ``pread`` on
@@ -24,7 +26,6 @@ Layouts assumed are the 64-bit little-endian ABIs of x86_64 and aarch64 (``times
 
 from __future__ import annotations
 
-import errno
 import functools
 import os
 import platform
@@ -33,6 +34,7 @@ import time
 from dataclasses import dataclass, replace
 
 from workerwatch.probes import peer
+from workerwatch.probes.process import _optional
 from workerwatch.probes.syscalls import name_of, table_for
 from workerwatch.procfs import ProcGone, read_text
 
@@ -43,6 +45,7 @@ MAX_NAMED_SOCKETS = 4  # socket peers resolved per wait (each walks the fd table
 
 # Notes a Wait can carry: what the kernel does not let us see about this wait.
 SOCKET_TIMEOUT_INVISIBLE = "a socket timeout (SO_RCVTIMEO/SO_SNDTIMEO) would not be visible"
+NO_SOCKET_TIMEOUT = "no SO_RCVTIMEO/SO_SNDTIMEO on the socket either"
 VALUE_UNREADABLE = "timed, but the timeout value could not be read"
 MOVED_ON = "the thread left this wait while it was read"
 
@@ -104,10 +107,12 @@ _UNTIMED_ON_FD = frozenset(
         "flock",
     }
 )
-# Socket calls: untimed as far as we can see, but SO_RCVTIMEO would bound them.
-_SOCKET_CALLS = frozenset(
-    {"recvfrom", "recvmsg", "recvmmsg", "sendto", "sendmsg", "connect", "accept", "accept4"}
-)
+# Socket calls: untimed as far as the call shows, but SO_RCVTIMEO would bound these...
+_RECEIVING = frozenset({"recvfrom", "recvmsg", "recvmmsg", "accept", "accept4"})
+# ...and SO_SNDTIMEO these (connect included: net/ipv4/af_inet.c waits sk_sndtimeo).
+_SENDING = frozenset({"sendto", "sendmsg", "connect"})
+_SOCKET_CALLS = _RECEIVING | _SENDING
+_PIDFD_GETFD = 438  # the same number on every architecture (asm-generic/unistd.h)
 # Waits for a child, a signal, a System V object or a FIFO's other end: no timeout.
 _UNTIMED = frozenset({"wait4", "waitid", "pause", "rt_sigsuspend", "semop", "msgrcv", "openat"})
 # Storage calls on an fd: they end when the device answers; not a wait on a peer.
@@ -144,6 +149,19 @@ class Wait:
         return self.timeout if self.timed else None
 
 
+_MACHINE = platform.machine()
+
+
+@dataclass(frozen=True)
+class SocketState:
+    """What a worker's socket holds that its blocked call does not show."""
+
+    recv_timeout: float | None  # SO_RCVTIMEO in seconds; None when not set
+    send_timeout: float | None  # SO_SNDTIMEO
+    last_recv: float | None = None  # seconds since data last arrived (TCP only)
+    last_send: float | None = None  # seconds since data was last sent (TCP only)
+
+
 @functools.lru_cache(maxsize=4)
 def _names(machine: str) -> dict[int, str]:
     return table_for(machine)
@@ -177,39 +195,45 @@ def decode(line: str, machine: str | None = None) -> Wait:
     if len(parts) < 7:
         raise ValueError(f"syscall line with {len(parts) - 1} arguments")
     args = tuple(int(p, 16) for p in parts[1:7])
-    name = name_of(nr, _names(machine or platform.machine()))
-    base = Wait(name, nr, args)
+    name = name_of(nr, _names(machine or _MACHINE))
+    # One constructor call at the end: this runs per blocked thread, and a frozen
+    # dataclass's replace() costs as much as the parsing.
+    found: dict = {}
     if name in _TIMEOUT_ARG:
         index, form = _TIMEOUT_ARG[name]
-        epoll_fd = _int32(args[0]) if name.startswith("epoll") else None
+        if name.startswith("epoll"):
+            found["epoll_fd"] = _int32(args[0])
         if form == "ms":
             ms = _int32(args[index])
-            timeout = ms / 1000 if ms >= 0 else None
-            return replace(base, timed=ms >= 0, timeout=timeout, epoll_fd=epoll_fd)
-        return replace(base, timed=args[index] != 0, epoll_fd=epoll_fd)
-    if name == "futex":
-        return _futex(base)
-    if name in ("nanosleep", "clock_nanosleep"):
-        absolute = name == "clock_nanosleep" and bool(args[1] & _TIMER_ABSTIME)
-        return replace(base, timed=True, absolute=absolute)
-    if name in _UNTIMED_ON_FD:
-        note = SOCKET_TIMEOUT_INVISIBLE if name in _SOCKET_CALLS else ""
-        return replace(base, timed=False, fds=_fd(args[0]), note=note)
-    if name in _DISK_ON_FD:
-        return replace(base, fds=_fd(args[0]))
-    if name == "wait4":
-        pid = _int32(args[0])
-        return replace(base, timed=False, child=pid if pid > 0 else None)
-    if name == "waitid":
-        pid = _int32(args[1])
-        return replace(base, timed=False, child=pid if args[0] == _P_PID and pid > 0 else None)
-    if name in _UNTIMED:
-        return replace(base, timed=False)
-    return base
+            found["timed"] = ms >= 0
+            found["timeout"] = ms / 1000 if ms >= 0 else None
+        else:
+            found["timed"] = args[index] != 0
+    elif name == "futex":
+        found = _futex(args)
+    elif name in ("nanosleep", "clock_nanosleep"):
+        found["timed"] = True
+        found["absolute"] = name == "clock_nanosleep" and bool(args[1] & _TIMER_ABSTIME)
+    elif name in _UNTIMED_ON_FD:
+        found["timed"] = False
+        found["fds"] = _fd(args[0])
+        if name in _SOCKET_CALLS:
+            found["note"] = SOCKET_TIMEOUT_INVISIBLE
+    elif name in _DISK_ON_FD:
+        found["fds"] = _fd(args[0])
+    elif name in ("wait4", "waitid"):
+        # wait4(pid, ...) and waitid(P_PID, pid, ...) name one child; others any child.
+        pid = _int32(args[0] if name == "wait4" else args[1])
+        specific = name == "wait4" or args[0] == _P_PID
+        found["timed"] = False
+        found["child"] = pid if specific and pid > 0 else None
+    elif name in _UNTIMED:
+        found["timed"] = False
+    return Wait(name, nr, args, **found)
 
 
-def _futex(base: Wait) -> Wait:
-    op = _int32(base.args[1])
+def _futex(args: tuple[int, ...]) -> dict:
+    op = _int32(args[1])
     cmd = op & ~(_FUTEX_PRIVATE | _FUTEX_CLOCK_REALTIME)
     detail = _FUTEX_OPS.get(cmd, f"op {cmd}")
     if op & _FUTEX_PRIVATE:
@@ -217,10 +241,10 @@ def _futex(base: Wait) -> Wait:
     if op & _FUTEX_CLOCK_REALTIME:
         detail += "|FUTEX_CLOCK_REALTIME"
     if cmd not in _FUTEX_WAITS:
-        return replace(base, detail=detail)  # a wake or a requeue: not a wait
+        return {"detail": detail}  # a wake or a requeue: not a wait
     # FUTEX_WAIT's timeout is relative; every other wait op's is an absolute deadline.
-    timed = base.args[3] != 0
-    return replace(base, timed=timed, absolute=timed and cmd != _FUTEX_WAIT, detail=detail)
+    timed = args[3] != 0
+    return {"timed": timed, "absolute": timed and cmd != _FUTEX_WAIT, "detail": detail}
 
 
 def _clock_of(wait: Wait) -> int:
@@ -297,21 +321,17 @@ def _read_memory(pid: int, wants: list[tuple[int, int]]) -> list[bytes | None]:
 
 
 def _syscall_line(pid: int, tid: int) -> str | None:
-    try:
-        return read_text(f"/proc/{pid}/task/{tid}/syscall", 256)
-    except PermissionError:
-        return None
-    except OSError as exc:
-        if exc.errno in (errno.EACCES, errno.EPERM):
-            return None
-        raise
+    return _optional(f"/proc/{pid}/task/{tid}/syscall")
 
 
-def inspect(pid: int, tid: int | None = None, machine: str | None = None) -> Wait | None:
+def inspect(
+    pid: int, tid: int | None = None, machine: str | None = None, sockets: bool = False
+) -> Wait | None:
     """Decode thread ``tid`` of ``pid`` (the main thread by default) and read what memory holds.
 
-    None when the syscall file cannot be read (no ptrace access); raises ``ProcGone`` when
-    the thread is gone.
+    ``sockets=True`` also reads the socket of a blocking socket call for a timeout set on
+    it (``socket_state``). None when the syscall file cannot be read (no ptrace access);
+    raises ``ProcGone`` when the thread is gone.
     """
     tid = pid if tid is None else tid
     line = _syscall_line(pid, tid)
@@ -323,6 +343,11 @@ def inspect(pid: int, tid: int | None = None, machine: str | None = None) -> Wai
         return None
     if wait.epoll_fd is not None:
         wait = replace(wait, fds=epoll_targets(pid, wait.epoll_fd) or ())
+    if sockets and wait.note == SOCKET_TIMEOUT_INVISIBLE and wait.fds:
+        target = fd_target(pid, wait.fds[0])
+        if target is not None and not target.startswith("socket:"):
+            return replace(wait, note="")  # a pipe, a tty, a file: no socket options
+        return with_socket_timeout(wait, socket_state(pid, wait.fds[0]))
     # What to read from memory: the timeout structure first, then the fds' structures.
     address, form = _timeout_pointer(wait) if wait.timed and wait.timeout is None else (0, "")
     wants = [(address, 16)]
@@ -337,30 +362,28 @@ def inspect(pid: int, tid: int | None = None, machine: str | None = None) -> Wai
     raw = _read_memory(pid, wants)
     if _syscall_line(pid, tid) != line:
         return replace(wait, note=MOVED_ON)
-    if address:
-        wait = _with_timeout(wait, _seconds(raw[0], form))
+    found = _timeout_found(wait, _seconds(raw[0], form)) if address else {}
     if wait.syscall in ("poll", "ppoll"):
-        wait = replace(wait, fds=_poll_fds(raw[1]))
+        found["fds"] = _poll_fds(raw[1])
     elif wait.syscall in ("select", "pselect6"):
         nfds = _int32(wait.args[0])
-        fds = {*_select_fds(raw[1], nfds), *_select_fds(raw[2], nfds)}
-        wait = replace(wait, fds=tuple(sorted(fds)))
-    return wait
+        found["fds"] = tuple(sorted({*_select_fds(raw[1], nfds), *_select_fds(raw[2], nfds)}))
+    return replace(wait, **found)
 
 
-def _with_timeout(wait: Wait, seconds: float | None) -> Wait:
-    """The wait with the timeout read from memory: a length, or a deadline made a length."""
+def _timeout_found(wait: Wait, seconds: float | None) -> dict:
+    """The timeout read from memory: a length, or a deadline made the time left."""
     if seconds is None:
-        return replace(wait, note=VALUE_UNREADABLE)
+        return {"note": VALUE_UNREADABLE}
     if not wait.absolute:
-        return replace(wait, timeout=seconds)
+        return {"timeout": seconds}
     try:
         # The worker's clock is ours unless it runs in another time namespace
         # (time_namespaces(7)), whose monotonic offset is not applied here.
         left = seconds - time.clock_gettime(_clock_of(wait))
     except OSError:
-        return replace(wait, note=VALUE_UNREADABLE)  # a CPU-time clock, say
-    return replace(wait, timeout=max(0.0, left))
+        return {"note": VALUE_UNREADABLE}  # a CPU-time clock, say
+    return {"timeout": max(0.0, left)}
 
 
 def epoll_targets(pid: int, epfd: int) -> tuple[int, ...] | None:
@@ -370,7 +393,8 @@ def epoll_targets(pid: int, epfd: int) -> tuple[int, ...] | None:
     remains listed under its old number (epoll(7), "Questions and answers" 6).
     """
     try:
-        text = read_text(f"/proc/{pid}/fdinfo/{epfd}")
+        # ~80 bytes per target: 8 KiB hold the header and more than MAX_EPOLL_TARGETS.
+        text = read_text(f"/proc/{pid}/fdinfo/{epfd}", 8192)
     except (ProcGone, OSError):
         return None
     targets = []
@@ -406,3 +430,74 @@ def name_fds(pid: int, fds: tuple[int, ...]) -> dict[int, str]:
             target = peer.resolve(pid, fd) or target
         named[fd] = target
     return named
+
+
+def socket_state(pid: int, fd: int) -> SocketState | None:
+    """Socket options and TCP ages of fd ``fd`` of ``pid``, read from a duplicate of it.
+
+    ``pidfd_getfd`` copies the worker's open socket into this process (it needs the same
+    ptrace access as ``/proc/PID/mem``); ``getsockopt`` on the copy reads the shared
+    socket without waking the thread blocked on it, and the copy is closed at once. None
+    when the fd is not a socket, access is denied, or the kernel is older than 5.6.
+    """
+    # Imported here: only runs for a worker blocked in a socket call, and ctypes costs
+    # import time that every other run would pay for nothing.
+    import ctypes
+    import socket
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (OSError, AttributeError):
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        copy = libc.syscall(
+            ctypes.c_long(_PIDFD_GETFD), ctypes.c_long(pidfd), ctypes.c_long(fd), ctypes.c_long(0)
+        )
+    finally:
+        os.close(pidfd)
+    if copy < 0:
+        return None
+    try:
+        sock = socket.socket(fileno=copy)
+    except OSError:
+        os.close(copy)  # not a socket: the constructor did not take it over
+        return None
+    with sock:
+        try:
+            rcv = struct.unpack("<qq", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
+            snd = struct.unpack("<qq", sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16))
+        except OSError:
+            return None
+        state = SocketState(_timeval(rcv), _timeval(snd))
+        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
+            return state
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
+        except OSError:
+            return state
+    if len(info) < _TCP_INFO_BYTES:
+        return state
+    # struct tcp_info (include/uapi/linux/tcp.h): 8 one-byte fields, then __u32s of which
+    # the 10th is tcpi_last_data_sent and the 12th tcpi_last_data_recv, in milliseconds.
+    times = struct.unpack_from("<13I", info, 8)
+    return replace(state, last_send=times[9] / 1000, last_recv=times[11] / 1000)
+
+
+_TCP_INFO_BYTES = 8 + 13 * 4
+
+
+def _timeval(value: tuple[int, int]) -> float | None:
+    seconds = value[0] + value[1] / 1_000_000
+    return seconds if seconds > 0 else None
+
+
+def with_socket_timeout(wait: Wait, state: SocketState | None) -> Wait:
+    """A socket wait with what its socket says: timed by SO_RCVTIMEO/SO_SNDTIMEO, or not."""
+    if state is None:
+        return wait  # not a socket, or not readable: the note stays
+    sending = wait.syscall in _SENDING or wait.syscall == "write"
+    timeout = state.send_timeout if sending else state.recv_timeout
+    if timeout is None:
+        return replace(wait, note=NO_SOCKET_TIMEOUT)
+    return replace(wait, timed=True, timeout=timeout, note="")

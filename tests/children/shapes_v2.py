@@ -18,6 +18,7 @@ import platform
 import select
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import threading
@@ -116,6 +117,11 @@ def main():
             started.wait()
             tell(info, main=threading.get_native_id(), pool=pool_tid[0])
             future.result()
+    elif mode == "pool_capture":  # a pool thread shells out; main waits on the future
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            pool.submit(child, "compute", tag, info, capture=True).result()
     elif mode in ("housekeeping_recv", "housekeeping_lock"):
         # A thread waking every 0.5 s (an APM harvest thread, a metrics reporter) next to
         # a task thread hung in recv. In housekeeping_lock the main thread waits for a
@@ -157,6 +163,19 @@ def main():
         conn = connect(*args)
         tell(info, fd=conn.fileno())
         conn.recv(1024)
+    elif mode == "recv_sockopt":  # recv on a socket with SO_RCVTIMEO, as C clients do
+        host, port, timeout = args
+        conn = connect(host, port)
+        timeval = struct.pack("@ll", int(float(timeout)), 0)
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+        tell(info, fd=conn.fileno())
+        while True:
+            with contextlib.suppress(BlockingIOError, TimeoutError, socket.timeout):
+                conn.recv(1024)
+    elif mode == "pipe_read":  # read(2) on a pipe nobody writes to
+        read_end, _write_end = os.pipe()  # the write end stays open: read blocks
+        tell(info, fd=read_end)
+        os.read(read_end, 1)
     elif mode == "recv_timeout":  # recv with a socket timeout: CPython polls first
         host, port, timeout = args
         conn = connect(host, port)
