@@ -324,7 +324,10 @@ def test_a_socket_without_a_timeout_and_its_receive_age(shape, silent_server):
     settled(proc.pid, "recvfrom")
     wait = waits.inspect(proc.pid, sockets=True)
     assert (wait.timed, wait.timeout, wait.note) == (False, None, waits.NO_SOCKET_TIMEOUT)
+    fdinfo = Path(f"/proc/{proc.pid}/fdinfo/{facts['fd']}")
+    flags = fdinfo.read_text().splitlines()[1]
     first = waits.socket_state(proc.pid, facts["fd"])
+    assert fdinfo.read_text().splitlines()[1] == flags, "the worker's file flags untouched"
     time.sleep(0.3)
     second = waits.socket_state(proc.pid, facts["fd"])
     assert (first.recv_timeout, first.send_timeout) == (None, None)

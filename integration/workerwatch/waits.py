@@ -38,6 +38,7 @@ from workerwatch.probes.process import _optional
 from workerwatch.probes.syscalls import name_of, table_for
 from workerwatch.procfs import ProcGone, read_text
 
+_MACHINE = platform.machine()
 MAX_POLL_FDS = 64  # entries of a poll set read from memory at most
 MAX_SELECT_FDS = 1024  # FD_SETSIZE: a select bitmap is never longer
 MAX_EPOLL_TARGETS = 64
@@ -147,9 +148,6 @@ class Wait:
         if self.timed is False:
             return -1.0
         return self.timeout if self.timed else None
-
-
-_MACHINE = platform.machine()
 
 
 @dataclass(frozen=True)
@@ -445,12 +443,12 @@ def socket_state(pid: int, fd: int) -> SocketState | None:
     import ctypes
     import socket
 
+    libc = ctypes.CDLL(None, use_errno=True)
     try:
         pidfd = os.pidfd_open(pid)
     except (OSError, AttributeError):
         return None
     try:
-        libc = ctypes.CDLL(None, use_errno=True)
         copy = libc.syscall(
             ctypes.c_long(_PIDFD_GETFD), ctypes.c_long(pidfd), ctypes.c_long(fd), ctypes.c_long(0)
         )
@@ -458,25 +456,35 @@ def socket_state(pid: int, fd: int) -> SocketState | None:
         os.close(pidfd)
     if copy < 0:
         return None
-    try:
-        sock = socket.socket(fileno=copy)
-    except OSError:
-        os.close(copy)  # not a socket: the constructor did not take it over
-        return None
-    with sock:
-        try:
-            rcv = struct.unpack("<qq", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16))
-            snd = struct.unpack("<qq", sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16))
-        except OSError:
+
+    def option(level: int, name: int, size: int) -> bytes | None:
+        # libc's getsockopt on the bare fd, not a socket.socket: wrapping the copy in a
+        # Python socket could set O_NONBLOCK (with a default timeout set), and file
+        # status flags are shared with the worker's own fd.
+        buf = ctypes.create_string_buffer(size)
+        length = ctypes.c_uint32(size)
+        if libc.getsockopt(copy, level, name, buf, ctypes.byref(length)) != 0:
             return None
+        return buf.raw[: length.value]
+
+    try:
+        rcv = option(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+        snd = option(socket.SOL_SOCKET, socket.SO_SNDTIMEO, 16)
+        if rcv is None or snd is None or len(rcv) != 16 or len(snd) != 16:
+            return None  # ENOTSOCK: a pipe, a file
         state = SocketState(_timeval(rcv), _timeval(snd))
-        if sock.type != socket.SOCK_STREAM or sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return state
-        try:
-            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES)
-        except OSError:
-            return state
-    if len(info) < _TCP_INFO_BYTES:
+        kind = option(socket.SOL_SOCKET, socket.SO_TYPE, 4)
+        family = option(socket.SOL_SOCKET, socket.SO_DOMAIN, 4)
+        tcp = (
+            kind is not None
+            and family is not None
+            and struct.unpack("<i", kind)[0] == socket.SOCK_STREAM
+            and struct.unpack("<i", family)[0] in (socket.AF_INET, socket.AF_INET6)
+        )
+        info = option(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_BYTES) if tcp else None
+    finally:
+        os.close(copy)
+    if info is None or len(info) < _TCP_INFO_BYTES:
         return state
     # struct tcp_info (include/uapi/linux/tcp.h): 8 one-byte fields, then __u32s of which
     # the 10th is tcpi_last_data_sent and the 12th tcpi_last_data_recv, in milliseconds.
@@ -487,8 +495,9 @@ def socket_state(pid: int, fd: int) -> SocketState | None:
 _TCP_INFO_BYTES = 8 + 13 * 4
 
 
-def _timeval(value: tuple[int, int]) -> float | None:
-    seconds = value[0] + value[1] / 1_000_000
+def _timeval(raw: bytes) -> float | None:
+    sec, usec = struct.unpack("<qq", raw)
+    seconds = sec + usec / 1_000_000
     return seconds if seconds > 0 else None
 
 
