@@ -7,7 +7,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-from workerwatch import waits
+from workerwatch.host import waits
 
 from tests.fleet import Fleet, wait_for
 

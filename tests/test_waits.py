@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from workerwatch import waits
+from workerwatch.host import waits
 
 from tests.fleet import wait_for
 from tests.shapes import EPOLL_WAIT, POLL, SHAPES, facts_in, settled, start_shape
@@ -192,7 +192,7 @@ def test_without_ptrace_access_the_wait_is_unknown_and_with_it_is_read(shape, si
             wait_for(lambda: facts_in(info), what="other user's worker ready")
             settled(other.pid, "ppoll")
             probe = (
-                "from workerwatch import waits\n"
+                "from workerwatch.host import waits\n"
                 f"for pid in ({mine.pid}, {other.pid}):\n"
                 "    w = waits.inspect(pid)\n"
                 "    print(w and (w.syscall, w.timed, w.timeout, len(w.fds)))\n"
@@ -200,7 +200,7 @@ def test_without_ptrace_access_the_wait_is_unknown_and_with_it_is_read(shape, si
             done = subprocess.run(
                 [system_python, "-c", probe],
                 user=65534, capture_output=True, text=True, timeout=30, cwd=shared,
-                env={"PYTHONPATH": str(Path(waits.__file__).parents[1])},
+                env={"PYTHONPATH": str(Path(waits.__file__).parents[2])},
             )  # fmt: skip
         finally:
             other.kill()

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 
 import pytest
-from workerwatch import waits, worktree
-from workerwatch.procfs import ProcGone
+from workerwatch.host import waits, worktree
+from workerwatch.host.procfs import ProcGone
 
 from tests.fleet import wait_for
 from tests.shapes import POLL, settled, start_shape

@@ -18,8 +18,21 @@ import os
 from collections.abc import Collection
 from dataclasses import dataclass
 
-from workerwatch.probes.process import MAX_THREADS, _ctx_switches, _optional
-from workerwatch.procfs import ProcGone, clock_ticks, read_text
+from workerwatch.host.process import MAX_THREADS, _ctx_switches, _optional
+from workerwatch.host.procfs import (
+    CSTIME,
+    CUTIME,
+    NUM_THREADS,
+    PPID,
+    STATE,
+    STIME,
+    UTIME,
+    ProcGone,
+    clock_ticks,
+    read_text,
+    stat,
+    stat_with_comm,
+)
 
 MAX_DESCENDANTS = 64  # processes read per worker at most
 MAX_DEPTH = 8  # generations below the worker
@@ -58,13 +71,6 @@ class ProcessSample:
     stdio: tuple[str | None, ...]  # what fds 0, 1, 2 are: "pipe:[123]", a path, None
 
 
-def _stat(path: str) -> tuple[str, list[str]]:
-    """(comm, the fields after it) of a ``stat`` file; comm may hold spaces and parens."""
-    raw = read_text(path, 4096)
-    start, end = raw.index("("), raw.rindex(")")
-    return raw[start + 1 : end], raw[end + 2 :].split()
-
-
 def threads(pid: int, syscalls: bool = True) -> tuple[ThreadSample, ...]:
     """Every thread of ``pid`` (at most ``MAX_THREADS``), main thread first.
 
@@ -81,7 +87,7 @@ def threads(pid: int, syscalls: bool = True) -> tuple[ThreadSample, ...]:
     for tid in tids[:MAX_THREADS]:
         base = f"/proc/{pid}/task/{tid}"
         try:
-            comm, fields = _stat(f"{base}/stat")
+            comm, fields = stat_with_comm(f"{base}/stat")
             vol, invol = _ctx_switches(read_text(f"{base}/status", 8192))
             line = _optional(f"{base}/syscall") if syscalls else None
         except (ProcGone, ValueError, IndexError):
@@ -90,9 +96,9 @@ def threads(pid: int, syscalls: bool = True) -> tuple[ThreadSample, ...]:
             ThreadSample(
                 tid=tid,
                 name=comm,
-                state=fields[0],
+                state=fields[STATE],
                 syscall=line.strip() if line is not None else None,
-                cpu_seconds=(int(fields[11]) + int(fields[12])) / ticks,
+                cpu_seconds=(int(fields[UTIME]) + int(fields[STIME])) / ticks,
                 voluntary=vol,
                 nonvoluntary=invol,
             )
@@ -117,10 +123,10 @@ def parent_table() -> dict[int, tuple[int, ...]]:
         if not entry.isdigit():
             continue
         try:
-            _, fields = _stat(f"/proc/{entry}/stat")
+            ppid = int(stat(f"/proc/{entry}/stat")[PPID])
         except (ProcGone, OSError, ValueError, IndexError):
             continue
-        table.setdefault(int(fields[1]), []).append(int(entry))
+        table.setdefault(ppid, []).append(int(entry))
     return {ppid: tuple(sorted(pids)) for ppid, pids in table.items()}
 
 
@@ -168,7 +174,7 @@ def process(pid: int, depth: int = 1) -> ProcessSample:
     """One process's sample; raises ``ProcGone`` when it is gone."""
     try:
         cmdline = read_text(f"/proc/{pid}/cmdline", CMDLINE_BYTES)
-        _, fields = _stat(f"/proc/{pid}/stat")
+        fields = stat(f"/proc/{pid}/stat")
         vol, _ = _ctx_switches(read_text(f"/proc/{pid}/status", 8192))
     except (ValueError, IndexError):
         raise ProcGone(f"/proc/{pid}") from None
@@ -177,15 +183,15 @@ def process(pid: int, depth: int = 1) -> ProcessSample:
     ticks = clock_ticks()
     return ProcessSample(
         pid=pid,
-        ppid=int(fields[1]),
+        ppid=int(fields[PPID]),
         depth=depth,
         cmdline=cmdline.replace("\x00", " ").strip(),
-        state=fields[0],
+        state=fields[STATE],
         syscall=line.strip() if line is not None else None,
-        cpu_seconds=(int(fields[11]) + int(fields[12])) / ticks,
-        reaped_cpu_seconds=(int(fields[13]) + int(fields[14])) / ticks,
+        cpu_seconds=(int(fields[UTIME]) + int(fields[STIME])) / ticks,
+        reaped_cpu_seconds=(int(fields[CUTIME]) + int(fields[CSTIME])) / ticks,
         voluntary=vol,
-        threads=int(fields[17]),
+        threads=int(fields[NUM_THREADS]),
         read_chars=rchar,
         write_chars=wchar,
         stdio=tuple(_link(f"/proc/{pid}/fd/{fd}") for fd in range(3)),

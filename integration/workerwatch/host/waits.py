@@ -33,10 +33,10 @@ import struct
 import time
 from dataclasses import dataclass, replace
 
-from workerwatch.probes import peer
-from workerwatch.probes.process import _optional
-from workerwatch.probes.syscalls import name_of, table_for
-from workerwatch.procfs import ProcGone, read_text
+from workerwatch.host import peer
+from workerwatch.host.process import _optional
+from workerwatch.host.procfs import ProcGone, read_text
+from workerwatch.host.syscalls import name_of, table_for
 
 _MACHINE = platform.machine()
 MAX_POLL_FDS = 64  # entries of a poll set read from memory at most
