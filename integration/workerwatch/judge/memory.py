@@ -69,6 +69,9 @@ class WorkerMemory:
     stalled_since: float | None = _optional(TIME)
     others_voluntary: int | None = _optional(COUNT)
     wake_runs: int = field(default=0, metadata={"ge": 0, "le": 2**31})
+    # The ``stalled_since`` of the stall whose evidence (stack) was captured or skipped
+    # for good: one capture per stall, however many runs it lasts.
+    evidence_for: float | None = _optional(TIME)
 
 
 @dataclass
