@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import time
 from pathlib import Path
 
 import pytest
-
-from tests.fleet import main_thread_blocked, run_integration, wait_for
-from tests.v4 import check_line, write_config
 from workerwatch.host.stack import find_py_spy
 from workerwatch.state import STATE_FILE
+
+from tests.fleet import main_thread_blocked, python_without_py_spy, run_integration, wait_for
+from tests.v4 import check_line, write_config
 
 STALL_AFTER = 1.0
 
@@ -84,29 +83,17 @@ def test_stalled_event_names_the_blocking_frame(tmp_path, tag, fleet, silent_ser
     assert _stalled_events(again, hung.pid) == []
 
 
-def _python_without_py_spy(tmp_path: Path) -> str:
-    """This venv under another directory whose bin/ has no py-spy (the capture looks beside
-    its interpreter first): its pyvenv.cfg and lib/, and the base interpreter."""
-    venv = Path(sys.prefix)
-    mirror = tmp_path / "venv-without-py-spy"
-    (mirror / "bin").mkdir(parents=True)
-    shutil.copy(venv / "pyvenv.cfg", mirror / "pyvenv.cfg")
-    (mirror / "lib").symlink_to(venv / "lib")
-    (mirror / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
-    return str(mirror / "bin" / "python")
-
-
 def test_capture_skipped_cleanly_without_py_spy(tmp_path, tag, fleet, silent_server, monkeypatch):
     hung = fleet.start("hung", tmp_path / "worker.log", "127.0.0.1", silent_server.port)
     wait_for(lambda: main_thread_blocked(hung.pid), what="hung worker blocked in recv")
-    python = _python_without_py_spy(tmp_path)
+    python = python_without_py_spy(tmp_path)
     # The integration runs under that interpreter with a PATH holding nothing but an empty dir.
     empty = tmp_path / "empty-bin"
     empty.mkdir()
     monkeypatch.setattr(sys, "executable", python)  # run_integration starts sys.executable
     config = _config(tmp_path, tag)
 
-    payload, event = _run_until_stalled(config, hung.pid, env={"PATH": str(empty)})
+    _, event = _run_until_stalled(config, hung.pid, env={"PATH": str(empty)})
     attrs = event["attributes"]
     assert "py-spy is not beside" in attrs["worker.stackSkipped"]
     assert "nor on PATH" in attrs["worker.stackSkipped"]
