@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workerwatch.commands.discover import _key_regex, _script, _template
+from workerwatch.commands.discover import _key_regex, _script, _stem, _template
 
 from tests.fleet import run_integration, wait_for
 from tests.v4 import check_line, find
@@ -37,6 +37,17 @@ WORKER = textwrap.dedent(
     """
 )
 ONEOFF = "import time\ntime.sleep(120)\n"
+# No log at all: a worker only by the heartbeat directory in its environment.
+BEATER = textwrap.dedent(
+    """
+    import time
+    from workerwatch.heartbeat import Heartbeat
+    hb = Heartbeat.from_env()
+    while True:
+        hb.beat()
+        time.sleep(0.3)
+    """
+)
 
 
 def _cgroups_writable() -> bool:
@@ -61,10 +72,17 @@ class Host:
         (self.dir / "worker.py").write_text(WORKER)
         (self.dir / "queue_worker.py").write_text(WORKER)
         (self.dir / "report_once.py").write_text(ONEOFF)
+        (self.dir / "beater.py").write_text(BEATER)
 
-    def start(self, *args: str, cgroup: str | None = None) -> subprocess.Popen:
+    def start(
+        self, *args: str, cgroup: str | None = None, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         proc = subprocess.Popen(
-            [*args], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, cwd=self.dir
+            [*args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            cwd=self.dir,
+            env={**os.environ, **(env or {})},
         )
         self.procs.append(proc)
         if cgroup is not None:
@@ -127,8 +145,13 @@ def test_discover_tells_the_shapes_apart_and_the_collection_agrees(tmp_path, tag
     ]  # fmt: skip
     queue_worker = host.start(py, str(host.dir / "queue_worker.py"), tag, str(host.dir / "q.log"))
     oneoff = host.start(py, str(host.dir / "report_once.py"), tag)  # same interpreter, no log
+    beats = host.dir / "hb"
+    beats.mkdir()
+    beater = host.start(py, str(host.dir / "beater.py"), tag,
+                        env={"WORKERWATCH_HEARTBEAT_DIR": str(beats)})  # fmt: skip
     shell = host.start("/bin/sh", "-c", f"exec 3>>{host.dir / 'sh.log'}; sleep 120 # {tag}")
     wait_for(lambda: log.exists() and log.read_text().count("polled") >= 6, what="workers logging")
+    wait_for(lambda: any(beats.iterdir()), what="heartbeat written")
 
     out_file = tmp_path / "proposed.yml"
     done = _discover(
@@ -144,7 +167,11 @@ def test_discover_tells_the_shapes_apart_and_the_collection_agrees(tmp_path, tag
     listed = _listed(proposal)
     want = {p.pid for p in workers}
     worker_group = unit if units else "worker"
-    assert listed == {worker_group: want, "queue_worker": {queue_worker.pid}}, proposal
+    assert listed == {
+        worker_group: want,
+        "queue_worker": {queue_worker.pid},
+        "beater": {beater.pid},
+    }, proposal
     assert oneoff.pid not in set().union(*listed.values())
     assert shell.pid not in set().union(*listed.values())
 
@@ -161,6 +188,8 @@ def test_discover_tells_the_shapes_apart_and_the_collection_agrees(tmp_path, tag
     assert "held open for writing by all 3 (one shared file)" in proposal
     assert groups["queue_worker"]["logs"] == [str(host.dir / "q.log")]
     assert groups["queue_worker"]["expected"] == 1
+    assert groups["beater"]["heartbeats"] == str(beats / "*.json")
+    assert "logs" not in groups["beater"]
 
     # Never overwritten without --force.
     again = _discover("--match", re.escape(str(host.dir)), "--min-age", "0", "--sample", "0s",
@@ -184,6 +213,7 @@ def test_template_units_and_scripts_are_read_as_an_operator_would():
     assert _template("cron.service") is None
     assert _script(["python3", "-u", "/opt/bot/worker.py", "--env", "prod"]) == "/opt/bot/worker.py"
     assert _script(["python3", "-m", "demo.worker", "--fleet", "x"]) == "-m demo.worker"
+    assert _stem("-m demo.cron") == "cron" and _stem("/opt/bot/queue_worker.py") == "queue_worker"
     assert _script(["python3", "-c", "import time"]) is None  # code on the command line: a one-off
     regex = _key_regex("/usr/bin/python3", "worker.py")
     assert re.search(regex, "/usr/bin/python3 -u worker.py --env prod")

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import os
 import re
@@ -36,7 +37,6 @@ from workerwatch.config.agent import AGENT_CONFIG_DIR
 from workerwatch.config.model import AWS_REGION, ConfigError, Group
 from workerwatch.host import survey
 from workerwatch.host.discover import discover
-from workerwatch.host.log_offsets import is_log_path
 from workerwatch.sanitize import redact
 from workerwatch.units import human_duration, parse_duration
 
@@ -56,6 +56,7 @@ _NOT_LOGS = re.compile(r"(\.(db|sqlite3?|lock|pid|tmp|swp|json|sock)|/[.#][^/]*)
 _VALUE_OPTIONS = {"-W", "-X", "--check-hash-based-pycs"}
 _AWS_HOST = re.compile(r"^(swf|sqs)[.-](?:fips[.-])?([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com")
 _QUEUE_HOST = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d)\.queue\.amazonaws\.com")
+MAX_HEARTBEATS = 1000  # files read per directory
 STALL_MARGIN = 2.0  # stall_after is at least this many times the longest timed wait
 
 
@@ -150,6 +151,13 @@ def _exact_regex(members: list[survey.Seen]) -> str:
     return "^(?:" + "|".join(re.escape(line) for line in lines) + ")$"
 
 
+def _stem(script: str) -> str:
+    """A group name from the script: ``/opt/bot/worker.py`` -> worker, ``-m demo.cron`` -> cron."""
+    if script.startswith("-m "):
+        return script.split()[-1].rsplit(".", 1)[-1]
+    return re.sub(r"\.\w+$", "", _base(script.split()[-1]))
+
+
 def group_workers(workers: list[survey.Seen]) -> list[Proposed]:
     """One group per template unit, else per interpreter + script (or program)."""
     by_key: dict[tuple[str, ...], list[survey.Seen]] = {}
@@ -167,7 +175,7 @@ def group_workers(workers: list[survey.Seen]) -> list[Proposed]:
             proposal = Proposed(stem, members, unit=key[1])
         else:
             script = key[2] or None
-            stem = re.sub(r"\.\w+$", "", _base(script.split()[-1])) if script else _base(key[1])
+            stem = _stem(script) if script else _base(key[1])
             proposal = Proposed(
                 stem,
                 members,
@@ -333,28 +341,49 @@ def _logs_lines(p: Proposed) -> list[str]:
     return lines
 
 
-def _heartbeat_lines(p: Proposed) -> list[str]:
-    dirs = sorted({m.env["WORKERWATCH_HEARTBEAT_DIR"] for m in p.members if m.env.get(
-        "WORKERWATCH_HEARTBEAT_DIR")})  # fmt: skip
-    if not dirs:
-        return []
-    lines = []
-    for folder in dirs[:1]:
-        pattern = os.path.join(folder, "*.json")
-        users = sum(1 for m in p.members if m.env.get("WORKERWATCH_HEARTBEAT_DIR") == folder)
+def _heartbeat_pids(folder: str) -> set[int]:
+    """The pids of the version-1 heartbeat files in ``folder`` (docs/heartbeat-format.md)."""
+    pids: set[int] = set()
+    try:
+        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))[:MAX_HEARTBEATS]
+    except OSError:
+        return pids
+    for name in names:
         try:
-            files = sum(1 for f in os.listdir(folder) if is_log_path(os.path.join(folder, f),
-                                                                      [pattern]))  # fmt: skip
-        except OSError:
-            files = 0
-        lines.append(
-            f"    # WORKERWATCH_HEARTBEAT_DIR={folder} in the environment of {users} of "
-            f"{len(p.members)}; {files} heartbeat file(s) there now"
-        )
-        lines.append(f"    heartbeats: {_q(pattern)}")
-    if len(dirs) > 1:
-        lines.append(f"    # other heartbeat directories seen: {', '.join(dirs[1:])}")
-    return lines
+            fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            try:
+                data = json.loads(os.read(fd, 65536))
+            finally:
+                os.close(fd)
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict) and data.get("version") == 1 and isinstance(data.get("pid"), int):
+            pids.add(data["pid"])
+    return pids
+
+
+def _heartbeat_lines(p: Proposed) -> list[str]:
+    """Where the members' heartbeat files are: the directory in WORKERWATCH_HEARTBEAT_DIR,
+    or a directory named in their command line, holding files written by members."""
+    members = _pids(p)
+    places: dict[str, str] = {}
+    for m in p.members:
+        if m.env.get("WORKERWATCH_HEARTBEAT_DIR"):
+            places.setdefault(m.env["WORKERWATCH_HEARTBEAT_DIR"], "WORKERWATCH_HEARTBEAT_DIR")
+        for arg in m.argv[1:]:
+            value = arg.split("=", 1)[-1]
+            if value.startswith("/") and os.path.isdir(value) and not _is_system(value + "/"):
+                places.setdefault(value, "their command line")
+    for folder, source in sorted(places.items()):
+        beating = _heartbeat_pids(folder) & members
+        if not beating and source != "WORKERWATCH_HEARTBEAT_DIR":
+            continue
+        return [
+            f"  # {folder} (from {source}) holds heartbeat files of {len(beating)} of "
+            f"{len(p.members)}" + (f": pids {_list(beating)}" if beating else ""),
+            f"  heartbeats: {_q(os.path.join(folder, '*.json'))}",
+        ]
+    return []
 
 
 def render_group(p: Proposed, waits: dict[int, tuple[str, float]]) -> list[str]:
@@ -382,7 +411,7 @@ def render_group(p: Proposed, waits: dict[int, tuple[str, float]]) -> list[str]:
     body.append(f"  # the {'unit instances' if p.unit else 'processes'} running now")
     body.append(f"  expected: {count}")
     body.extend(line[2:] for line in _logs_lines(p))
-    body.extend(line[2:] for line in _heartbeat_lines(p))
+    body.extend(_heartbeat_lines(p))
     seconds, why = stall_after(p, waits)
     body.append(f"  # {why}")
     body.append(f"  stall_after: {_duration(seconds)}")
@@ -399,20 +428,28 @@ class AwsSeen:
     connected: list[str] = field(default_factory=list)
 
 
-def _resolves_to(host: str, port: int) -> set[tuple[str, int]]:
+def _peers_of(url: str) -> set[tuple[str, int]]:
+    """The (address, port) pairs a connection to ``url`` would have as its peer."""
+    parts = urlsplit(url)
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        host = parts.hostname or ""
+    except ValueError:
+        return set()
     try:
         return {(info[4][0], port) for info in socket.getaddrinfo(host, port, type=1)}
     except OSError:
         return set()
 
 
-def infer_aws(workers: list[survey.Seen], service: str) -> AwsSeen:
+def infer_aws(workers: list[survey.Seen], service: str, named: bool = False) -> AwsSeen:
     """Region and endpoint of ``service`` (swf, sqs) from what the workers show.
 
     A peer's reverse DNS says nothing reliable about the service, so only what is written
     down counts: the environment's region and endpoint variables, and service URLs in the
     command line or environment; an established connection to such an endpoint's host and
-    port confirms it.
+    port confirms it. With ``named`` (the operator named the service's domains or queues),
+    any URL in a worker's command line that it is connected to counts as the endpoint.
     """
     seen = AwsSeen()
     variable = f"AWS_ENDPOINT_URL_{service.upper()}"
@@ -440,10 +477,17 @@ def infer_aws(workers: list[survey.Seen], service: str) -> AwsSeen:
                 if seen.endpoint is None:
                     seen.endpoint = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
                     seen.endpoint_from = f"pid {m.pid}'s command line or environment"
+    if seen.endpoint is None and named:
+        for m in workers:
+            for url in m.urls:
+                if _peers_of(url) & set(m.peers):
+                    seen.endpoint = f"{urlsplit(url).scheme}://{urlsplit(url).netloc}"
+                    seen.endpoint_from = f"a URL in pid {m.pid}'s command line or environment"
+                    break
+            if seen.endpoint:
+                break
     if seen.endpoint:
-        parts = urlsplit(seen.endpoint)
-        port = parts.port or (443 if parts.scheme == "https" else 80)
-        addresses = _resolves_to(parts.hostname or "", port)
+        addresses = _peers_of(seen.endpoint)
         for m in workers:
             if addresses & set(m.peers):
                 seen.connected.append(str(m.pid))
@@ -452,8 +496,9 @@ def infer_aws(workers: list[survey.Seen], service: str) -> AwsSeen:
 
 def _aws_lines(workers: list[survey.Seen], ns: argparse.Namespace) -> list[str]:
     lines: list[str] = []
-    swf, sqs = infer_aws(workers, "swf"), infer_aws(workers, "sqs")
     domains = list(ns.swf_domain or [])
+    swf = infer_aws(workers, "swf", named=bool(domains))
+    sqs = infer_aws(workers, "sqs", named=bool(ns.sqs_queue))
     if domains or (swf.endpoint and "swf" in (swf.endpoint or "")) or swf.connected:
         lines += _section("swf", swf, domains=domains)
     queues = list(dict.fromkeys([*sqs.queues, *(ns.sqs_queue or [])]))
@@ -464,6 +509,12 @@ def _aws_lines(workers: list[survey.Seen], ns: argparse.Namespace) -> list[str]:
             "# No SWF or SQS endpoint is written in the workers' command lines or environment:",
             "# add swf: / sqs: sections by hand (or rerun with --swf-domain / --sqs-queue).",
         ]
+        connected = sorted(
+            {redact(u) for m in workers for u in m.urls if _peers_of(u) & set(m.peers)}
+        )
+        if connected:
+            lines.append(f"# The workers are connected to {', '.join(connected[:5])}, named in")
+            lines.append("# their command lines: if that is SWF or SQS, the options above use it.")
     return lines
 
 
