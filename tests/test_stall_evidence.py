@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from workerwatch.collector import MAX_CAPTURES
 from workerwatch.host.stack import find_py_spy
 from workerwatch.state import STATE_FILE
 
@@ -110,3 +111,35 @@ def test_capture_skipped_cleanly_without_py_spy(tmp_path, tag, fleet, silent_ser
     again = check_line(run_integration(config, env={"PATH": str(empty)})[0])
     assert _stalled_events(again, hung.pid) == []
     assert hung.poll() is None
+
+
+@pytest.mark.skipif(find_py_spy() is None, reason="py-spy is a test extra")
+@pytest.mark.skipif(os.geteuid() != 0, reason="py-spy needs ptrace rights over the worker")
+def test_captures_beyond_the_limit_of_a_run_come_on_the_next_run(
+    tmp_path, tag, fleet, silent_server
+):
+    hung = [
+        fleet.start("hung", tmp_path / "worker.log", "127.0.0.1", silent_server.port)
+        for _ in range(MAX_CAPTURES + 1)
+    ]
+    wait_for(lambda: all(main_thread_blocked(p.pid) for p in hung), what="all blocked in recv")
+    config = _config(tmp_path, tag)
+    check_line(run_integration(config)[0])
+    time.sleep(STALL_AFTER + 0.3)
+    second = check_line(run_integration(config)[0])
+    events = [e for p in hung for e in _stalled_events(second, p.pid)]
+    assert len(events) == len(hung), "every stalled worker has its stalled event"
+    captured = [e for e in events if e["attributes"]["worker.stackSource"] == "py-spy"]
+    deferred = [e for e in events if e["attributes"]["worker.stackSource"] == "none"]
+    assert len(captured) == MAX_CAPTURES and len(deferred) == 1
+    assert "deferred to the next run" in deferred[0]["attributes"]["worker.stackSkipped"]
+
+    third = check_line(run_integration(config)[0])
+    late = [e for p in hung for e in _stalled_events(third, p.pid)]
+    assert [e["attributes"]["process.pid"] for e in late] == [
+        deferred[0]["attributes"]["process.pid"]
+    ]
+    assert late[0]["attributes"]["workerwatch.transition"] == "evidence"
+    assert "worker_kinds.py:" in late[0]["attributes"]["worker.stack"]
+    fourth = check_line(run_integration(config)[0])
+    assert [e for p in hung for e in _stalled_events(fourth, p.pid)] == []

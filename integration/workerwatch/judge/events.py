@@ -1,4 +1,5 @@
-"""Transition events: a worker became stalled, recovered, disappeared or restarted."""
+"""Transition events: a worker became stalled, recovered, disappeared or restarted; and
+the evidence about a stall when it could not be captured in the run that reported it."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from workerwatch.sanitize import MAX_ATTRIBUTE, clean_text
 
 
 def transition_event(verdict: WorkerVerdict, what: str, detail: str = "") -> dict[str, Any]:
-    """A v4 event for a state change: stalled, recovered, disappeared, restarted."""
+    """A v4 event for a state change (stalled, recovered, disappeared, restarted) or the
+    late evidence of a stall (evidence)."""
     if what == "restarted":
         detail = f"{detail}{verdict.pid}"
     summary = f"{verdict.name} {what}: {detail or verdict.reason}"
