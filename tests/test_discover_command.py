@@ -240,3 +240,13 @@ def test_agent_file_loads_in_the_agent_format_and_is_not_overwritten(tmp_path, t
     assert _discover(*args).returncode == 1
     assert target.read_text() == "kept"
     assert _discover(*args, "--force").returncode == 0
+
+
+def test_no_worker_found_writes_nothing(tmp_path, tag, host):
+    host.start(sys.executable, str(host.dir / "report_once.py"), tag)  # no log: not a worker
+    target = tmp_path / "proposed.yml"
+    done = _discover("--match", re.escape(str(host.dir)), "--min-age", "0", "--sample", "0s",
+                     "--write", str(target))  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.startswith("[ERR] discover: no worker found")
+    assert not target.exists()

@@ -1,6 +1,6 @@
 """``nri-workerwatch discover``: read the host and propose a configuration.
 
-Which processes are workers (the rule ``--help`` and the README state): a process that
+Which processes are workers (this rule is also ``--help``'s and the README's): a process that
 has run for at least ``--min-age`` (default 60 s: one-off commands are left out), is not
 a shell, a system package's program (a script or binary under /usr, /bin, /sbin, /lib,
 /snap) or nri-workerwatch itself, and either
@@ -132,7 +132,7 @@ def select(procs: list[survey.Seen], min_age: float, narrow: str | None) -> list
         if _logs(item) or "WORKERWATCH_HEARTBEAT_DIR" in item.env:
             chosen.append(item)
     for item in chosen:
-        if not item.urls and not item.peers:
+        if not item.detailed:
             survey.fill_details(item)
     return chosen
 
@@ -579,9 +579,7 @@ def propose(ns: argparse.Namespace) -> tuple[str, list[Proposed]]:
         lines.append(f"state_dir: {_q(ns.state_dir)}")
     usable = [p for p in proposals if p.problem is None]
     if not usable:
-        lines.append("# No worker found: nothing to monitor yet (see the rule above).")
-        lines.append("groups: []")
-        return "\n".join(lines) + "\n", proposals
+        return "", proposals
     lines.append("groups:")
     for p in proposals:
         lines.extend(render_group(p, waits))
@@ -619,7 +617,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nri-workerwatch discover",
         description="Read this host's processes and print a proposed configuration.",
-        epilog=__doc__.split("\n\n", 1)[1].split("\n\n``--match")[0],
+        epilog=__doc__.split("\n\n", 1)[1]
+        .split("\n\n``--match")[0]
+        .replace(" (this rule is also ``--help``'s and the README's)", "")
+        .replace("``", ""),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
@@ -671,6 +672,13 @@ def main(argv: Sequence[str]) -> int:
     for p in proposals:
         if p.problem:
             log.warn(f"group {p.name}: {p.problem}")
+    if not text:
+        log.error(
+            "discover: no worker found by the rule in `nri-workerwatch discover --help`"
+            + (f" among the command lines matching {ns.match!r}" if ns.match else "")
+            + "; nothing written"
+        )
+        return 1
     if ns.agent:
         text = agent_file(text)
     if not target:

@@ -46,6 +46,7 @@ class Seen:
     urls: list[str] = field(default_factory=list)  # in the command line or environment
     peers: list[tuple[str, int]] = field(default_factory=list)  # established TCP
     env_readable: bool = True
+    detailed: bool = False  # fill_details ran
 
     @property
     def cmdline(self) -> str:
@@ -83,6 +84,7 @@ def processes() -> list[Seen]:
 
 def fill_details(item: Seen) -> None:
     """Open files for writing, environment, URLs and peers of one candidate (in place)."""
+    item.detailed = True
     try:
         item.logs = sorted({fd.path for fd in log_offsets.observe(item.pid, None).fds})
     except (ProcGone, OSError, ValueError):
