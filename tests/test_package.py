@@ -657,6 +657,9 @@ def test_readme_install_section_works_on_a_scratch_root(built, tmp_path, tag, fl
                 done = shell(command)
                 if " status " in command:
                     assert f"fleet:{sleeper.pid}" in done.stdout, done.stdout
+                if " check-config " in command:
+                    assert done.stdout == "config OK: workerwatch-config.yml (inline config of integrations entry 1, nri-workerwatch): 1 group(s): fleet\n"  # fmt: skip
+                    assert done.stderr == "", "the group's rule matches the running sleeper"
                 if "-show_version" in command:
                     assert "pydantic-core" in done.stdout
             else:
