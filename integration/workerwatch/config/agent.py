@@ -12,6 +12,7 @@ import re
 from typing import Any
 
 from workerwatch import INTEGRATION_NAME
+from workerwatch.config.load import yaml_problem
 from workerwatch.config.model import ConfigError
 
 AGENT_CONFIG_DIR = "/etc/newrelic-infra/integrations.d"
@@ -43,13 +44,11 @@ def read_entries(path: str) -> list[tuple[str, Any]]:
     def env(match: re.Match[str]) -> str:
         return os.environ.get(match.group(1), match.group(0))
 
+    text = _PLACEHOLDER.sub(env, text)
     try:
-        data = yaml.safe_load(_PLACEHOLDER.sub(env, text))
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"agent config {path}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"agent config {path}: {yaml_problem(exc, text)}") from None
     out = []
     entries = data.get("integrations") if isinstance(data, dict) else None
     for number, entry in enumerate(entries if isinstance(entries, list) else [], 1):
