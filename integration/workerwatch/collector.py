@@ -10,6 +10,7 @@ deadline. Judging (``judge.fleet``) happens here, in the parent.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -23,7 +24,7 @@ from workerwatch.host.procfs import start_ticks
 from workerwatch.judge import fleet
 from workerwatch.judge.events import add_evidence, transition_event
 from workerwatch.judge.memory import HungStep, Probes, RunRecord, WorkerMemory
-from workerwatch.judge.states import GroupVerdict, WorkerVerdict
+from workerwatch.judge.states import UNKNOWN, GroupVerdict, WorkerVerdict
 from workerwatch.judge.verdict import judge_group
 from workerwatch.observations import MetricSample
 from workerwatch.state import StateStore
@@ -99,6 +100,17 @@ def capture_evidence(
         memory.evidence_for = memory.stalled_since
 
 
+def without_history(verdict: WorkerVerdict, why: str) -> WorkerVerdict:
+    """An ``unknown`` verdict for want of a previous run, with the reason there is none."""
+    if verdict.state != UNKNOWN:
+        return verdict
+    return dataclasses.replace(
+        verdict,
+        reason=f"no saved state ({why}): cannot compare runs",
+        summary="no saved state: cannot compare runs",
+    )
+
+
 class Collector:
     def __init__(self, config: Config, clock: Any = time.time) -> None:
         self.config = config
@@ -161,6 +173,13 @@ class Collector:
         )
 
         verdicts = [j.verdict for j in judged]
+        if store.unusable is not None and state.probes.run is None:
+            # No previous run to compare with, and none will be saved for the next: say so
+            # rather than promise a verdict "from the next run" that never comes.
+            verdicts = [
+                without_history(j.verdict, store.unusable) if j.key not in memories else j.verdict
+                for j in judged
+            ]
         events = [e for j in judged for e in j.events]
         new_memories: dict[str, WorkerMemory] = {j.key: j.memory for j in judged}
         live_keys = {w.key for w in host.workers}
