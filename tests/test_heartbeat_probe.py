@@ -6,6 +6,9 @@ import json
 import os
 import time
 
+import pytest
+from workerwatch.hostphase import match_heartbeat
+from workerwatch.observations import HeartbeatObservation, Worker
 from workerwatch.probes.heartbeat import MAX_BYTES, observe, parse, stem
 
 NOW = time.time()
@@ -76,3 +79,46 @@ def test_hostile_files_on_disk(tmp_path):
     for name in ("shadow", "zero", "fifo", "dir"):
         assert name not in by_name, name
         assert f"{name}.json" in text, name
+
+
+# ----------------------------------------------------------------------------- matching
+
+UNIT_WORKER = Worker(group="g", pid=4242, create_time=NOW - 100, unit="worker@3.service")
+BARE_WORKER = Worker(group="g", pid=4242, create_time=NOW - 100)
+
+
+def hb(path: str, pid: int | None = None, worker: str | None = None) -> HeartbeatObservation:
+    return HeartbeatObservation(path=path, beat_time=NOW, pid=pid, worker=worker)
+
+
+@pytest.mark.parametrize(
+    ("worker", "beats", "expected"),
+    [
+        # 1. the pid it declares, before any name, wherever the file is in the list
+        (UNIT_WORKER, [hb("/a.json", None, "worker@3"), hb("/b.json", 4242, "other")], 1),
+        (UNIT_WORKER, [hb("/worker@3.json"), hb("/b.json", 4242)], 1),
+        (BARE_WORKER, [hb("/b.json", 4242, "worker@3")], 0),
+        # 2. the worker name, only when the file declares no pid
+        (UNIT_WORKER, [hb("/a.json", None, "worker@3")], 0),
+        (UNIT_WORKER, [hb("/a.json", None, "worker@3.service")], 0),
+        (UNIT_WORKER, [hb("/a.json", None, "4242")], 0),
+        (UNIT_WORKER, [hb("/a.json", 999, "worker@3")], None),
+        (UNIT_WORKER, [hb("/a.json", 999, "worker@3"), hb("/b.json", None, "worker@3")], 1),
+        (UNIT_WORKER, [hb("/a.json", None, "worker@9")], None),
+        (BARE_WORKER, [hb("/a.json", None, "worker@3")], None),
+        # 3. a plain file (no pid, no name) named after the unit or the pid
+        (UNIT_WORKER, [hb("/hb/worker@3.json")], 0),
+        (UNIT_WORKER, [hb("/hb/worker@3")], 0),
+        (UNIT_WORKER, [hb("/hb/worker@3.service")], 0),
+        (BARE_WORKER, [hb("/hb/4242.json")], 0),
+        (UNIT_WORKER, [hb("/hb/worker@9.json")], None),
+        (BARE_WORKER, [hb("/hb/worker@3.json")], None),
+        # a file that declares a pid or a name is never matched by its file name
+        (UNIT_WORKER, [hb("/hb/worker@3.json", 999)], None),
+        (UNIT_WORKER, [hb("/hb/worker@3.json", None, "worker@9")], None),
+        (UNIT_WORKER, [], None),
+    ],
+)
+def test_heartbeat_matching_order(worker: Worker, beats: list, expected: int | None) -> None:
+    found = match_heartbeat(worker, beats)
+    assert found is (None if expected is None else beats[expected])

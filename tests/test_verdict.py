@@ -13,6 +13,7 @@ from workerwatch.observations import (
     WorkerObservation,
 )
 from workerwatch.verdict import (
+    CLEAR_CPU,
     GONE,
     IDLE,
     STALLED,
@@ -251,3 +252,35 @@ def test_the_metric_reason_has_no_numbers_and_is_stable():
     assert verdicts[1].summary == verdicts[2].summary
     assert verdicts[1].summary == "no log write; main thread blocked in recvfrom on 10.0.0.5:21"
     assert verdicts[1].reason != verdicts[2].reason
+
+
+def test_a_beat_where_only_seq_advances_counts_as_a_beat():
+    """Format doc: a beat is new when seq or time changed (a writer with a coarse clock)."""
+
+    def beat(seq):
+        return HeartbeatObservation(path="/hb", beat_time=T0, seq=seq, state="idle", pid=42)
+
+    frozen = obs(proc(), logs(100), beat(1))
+    stalled = [(0, frozen), (300, frozen)]
+    # A stalled worker wakes once and beats: seq moved, its time did not.
+    verdicts = run([*stalled, (330, obs(proc(vol=11), logs(100), beat(2)))])
+    assert [v.state for v in verdicts] == [IDLE, STALLED, IDLE]
+    # The same wakeup without the beat is a lone wakeup: still stalled.
+    verdicts = run([*stalled, (330, obs(proc(vol=11), logs(100), beat(1)))])
+    assert [v.state for v in verdicts] == [IDLE, STALLED, STALLED]
+
+
+def test_main_thread_cpu_alone_clears_a_stall():
+    """No log write, no beat, no wakeup: CLEAR_CPU seconds on the main thread is activity."""
+
+    def cpu(seconds):
+        return obs(proc(cpu=seconds, main_cpu=seconds), logs(100))
+
+    stalled = [(0, cpu(0.0)), (300, cpu(0.0))]
+    verdicts = run([*stalled, (330, cpu(CLEAR_CPU))])
+    assert [v.state for v in verdicts] == [UNKNOWN, STALLED, IDLE]
+    assert verdicts[2].wakeups == 0 and verdicts[2].bytes_written == 0
+    # Less than that, on its own, is one run of progress: not enough to leave the stall.
+    verdicts = run([*stalled, (330, cpu(CLEAR_CPU - 0.01))])
+    assert [v.state for v in verdicts] == [UNKNOWN, STALLED, STALLED]
+    assert CLEAR_CPU == 0.05  # the README's "CPU" signal: 5 clock ticks at 100 Hz

@@ -90,6 +90,24 @@ def main():
             socket.create_connection((host, port)).recv(1024)
         while True:
             os.wait()
+    elif mode == "appender":  # writes SIZE bytes to the log at start and on every SIGUSR1
+        path, size = args[0], int(args[1])
+        handle = open(path, "a")  # noqa: SIM115 - held open for the process's life
+
+        def write(*_):
+            handle.write("x" * (size - 1) + "\n")
+            handle.flush()
+
+        signal.signal(signal.SIGUSR1, write)
+        write()
+        while True:
+            signal.pause()
+    elif mode == "stdout":  # holds the shared log open, but writes only to its stdout
+        path, period = args[0], float(args[1])
+        with open(path, "a"):
+            while True:
+                print("polled, no task", flush=True)
+                time.sleep(period)
     elif mode == "sleeper":
         while True:
             time.sleep(3600)
