@@ -254,6 +254,11 @@ def test_every_shipped_condition_has_the_documented_operator_threshold_and_durat
         assert c.expiration.open_incident is True, key
         # docs/alerts.md: "hosts tagged `termination: expected` are ignored"
         assert c.expiration.ignore_on_expected_termination is True, key
+    # "New Relic closes incidents still open after this" (violation_time_limit_hours).
+    limit = float(defaults["violation_time_limit_hours"]) * 3600
+    assert {c.key: c.violation_time_limit for c in policy.conditions} == dict.fromkeys(
+        conditions, limit
+    )
     # The documented defaults are the shipped ones (the numbers above come from the docs).
     shipped = {name: str(p.default).lower() for name, p in policy.parameters.items()}
     for name, documented in defaults.items():

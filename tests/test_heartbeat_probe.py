@@ -9,7 +9,7 @@ import time
 import pytest
 from workerwatch.hostphase import match_heartbeat
 from workerwatch.observations import HeartbeatObservation, Worker
-from workerwatch.probes.heartbeat import MAX_BYTES, observe, parse, stem
+from workerwatch.probes.heartbeat import FUTURE_SKEW, MAX_BYTES, observe, parse, stem
 
 NOW = time.time()
 
@@ -50,6 +50,15 @@ def test_bad_bodies_fall_back_to_mtime_and_say_why():
         hb = parse("/hb/w.json", body, NOW - 50, NOW)
         assert words in (hb.problem or ""), (body[:40], hb.problem)
         assert hb.beat_time == NOW - 50
+
+
+def test_a_beat_written_while_the_run_reads_is_not_from_the_future():
+    """The run's clock is read when it starts; a worker may beat a moment after that."""
+    for ahead in (0.5, FUTURE_SKEW - 0.5):
+        hb = parse("/hb/w.json", beat(time=NOW + ahead), NOW - 50, NOW)
+        assert hb.problem is None and hb.beat_time == NOW + ahead, ahead
+    late = parse("/hb/w.json", beat(time=NOW + FUTURE_SKEW + 1), NOW - 50, NOW)
+    assert "in the future" in late.problem and late.beat_time == NOW - 50
 
 
 def test_fields_are_validated_and_sanitised():

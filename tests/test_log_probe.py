@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from tests.fleet import run_integration, wait_for
 from tests.v4 import check_line, find, write_config
 
 
-def _offsets(pid: int, patterns: list[str]) -> dict[str, int]:
+def _offsets(pid: int, patterns: list[str] | None) -> dict[str, int]:
     """What the probe reports for one process: log path -> that process's fd offset."""
     observed = log_probe.observe(pid, patterns)
     assert observed.source == "fd", observed
@@ -89,14 +90,21 @@ def test_a_worker_holding_the_shared_log_but_writing_only_to_stdout(tmp_path, ta
     # Python's append mode seeks to the end on open: where its offset stays from now on.
     held = _offsets(chatty.pid, patterns)
     config = _config(tmp_path, tag, patterns)
+    first_run = time.time()
     check_line(run_integration(config)[0])
+    first_done = time.time()
     size = shared.stat().st_size
     wait_for(lambda: shared.stat().st_size > size + 200, what="the shared log growing")
+    second_run = time.time()
     payload = check_line(run_integration(config)[0])
+    second_done = time.time()
 
     written = _by_pid(payload, "workerwatch.worker.log.bytesWritten")
     assert written[chatty.pid]["value"] == 0
     assert written[logger.pid]["value"] > 0
+    # A count covers the time since the previous run, not the agent's default interval.
+    between = (second_run - first_done) * 1000 - 1, (second_done - first_run) * 1000
+    assert between[0] <= written[logger.pid]["interval.ms"] <= between[1]
     ups = _by_pid(payload, "workerwatch.worker.up")
     assert ups[chatty.pid]["attributes"]["worker.state"] == "idle"
     assert ups[chatty.pid]["attributes"]["worker.reason"].startswith("no log write")
@@ -140,6 +148,20 @@ def test_a_worker_whose_log_is_rotated_keeps_advancing(tmp_path, tag, fleet):
         assert written["attributes"]["worker.state"] == "working", name
         (silent,) = find(payload, "workerwatch.worker.log.silentSeconds")
         assert silent["value"] == 0, name
+
+
+@pytest.mark.parametrize("patterns", [None, ["*.log"]], ids=["every file", "glob"])
+def test_only_files_held_open_for_writing_are_logs(tmp_path, fleet, patterns):
+    """Read-write (``a+``) and write-only logs count; a file it only reads, and its stdio on
+    /dev/null, do not (else a worker with no log would report one that never advances)."""
+    (tmp_path / "input.log").write_text("line one\nline two\n")
+    worker = fleet.start("openmodes", tmp_path)
+    wait_for(lambda: (tmp_path / "ready").exists(), what="files opened")
+    if patterns is not None:
+        patterns = [str(tmp_path / p) for p in patterns]
+    offsets = _offsets(worker.pid, patterns)
+    assert set(offsets) == {str(tmp_path / "rw.log"), str(tmp_path / "w.log")}
+    assert offsets[str(tmp_path / "w.log")] == (tmp_path / "w.log").stat().st_size
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,7 @@ from workerwatch.observations import (
     WorkerObservation,
 )
 from workerwatch.verdict import (
+    BUSY_CPU_SHARE,
     CLEAR_CPU,
     GONE,
     IDLE,
@@ -284,3 +285,49 @@ def test_main_thread_cpu_alone_clears_a_stall():
     verdicts = run([*stalled, (330, cpu(CLEAR_CPU - 0.01))])
     assert [v.state for v in verdicts] == [UNKNOWN, STALLED, STALLED]
     assert CLEAR_CPU == 0.05  # the README's "CPU" signal: 5 clock ticks at 100 Hz
+
+
+def test_working_from_five_percent_of_the_interval_on_the_cpu():
+    """README: working when it "used at least 5 % of the interval on the CPU"."""
+
+    def cpu(seconds):
+        return obs(proc(cpu=1.0 + seconds, main_cpu=1.0 + seconds, vol=10 + 30), logs(100))
+
+    for seconds, expected in ((30.0, WORKING), (15.0, WORKING), (14.0, IDLE)):
+        _, later = run([(0, obs(proc(), logs(100))), (300, cpu(seconds))])
+        assert later.state == expected, (seconds, later.reason)
+    assert BUSY_CPU_SHARE == 0.05
+
+
+def test_recovery_wakeups_must_be_on_consecutive_runs():
+    """Two stack dumps minutes apart are two lone wakeups, not a recovery."""
+    frozen = obs(proc(), logs(100))
+    verdicts = run(
+        [
+            (0, frozen),
+            (300, frozen),
+            (330, obs(proc(vol=11), logs(100))),  # a stack-dump signal
+            (360, obs(proc(vol=11), logs(100))),  # back in recv, nothing
+            (390, obs(proc(vol=12), logs(100))),  # another signal
+        ]
+    )
+    assert [v.state for v in verdicts] == [UNKNOWN, STALLED, STALLED, STALLED, STALLED]
+
+
+def test_first_sight_with_a_stale_heartbeat_is_unknown():
+    """A fresh heartbeat settles the first run; one older than stall_after does not."""
+    stale = HeartbeatObservation(path="/hb", beat_time=T0 - 400, seq=3, state="busy", pid=42)
+    fresh = HeartbeatObservation(path="/hb", beat_time=T0 - 10, seq=3, state="busy", pid=42)
+    for log in (logs(100), None):  # an open log says nothing yet at first sight
+        (first,) = run([(0, obs(proc(), log, stale))])
+        assert first.state == UNKNOWN, first.reason
+        assert first.reason.startswith("first sample"), first.reason
+        (first,) = run([(0, obs(proc(), log, fresh))])
+        assert first.state == WORKING, first.reason
+
+
+def test_more_processes_than_expected_is_not_a_negative_missing_count():
+    frozen = obs(proc(), logs(100))
+    live = [run([(0, frozen)])[0] for _ in range(3)]
+    group = judge_group("g", 2, live)
+    assert (group.running, group.expected, group.missing) == (3, 2, 0)
