@@ -331,3 +331,15 @@ def test_more_processes_than_expected_is_not_a_negative_missing_count():
     live = [run([(0, frozen)])[0] for _ in range(3)]
     group = judge_group("g", 2, live)
     assert (group.running, group.expected, group.missing) == (3, 2, 0)
+
+
+def test_blocked_time_restarts_whenever_the_main_thread_makes_progress():
+    """An idle poller re-enters poll every timeout: it is never "blocked for" hours."""
+    polling = [obs(proc(vol=10 + 30 * i, syscall="poll", fd=None), logs(100)) for i in range(3)]
+    verdicts = run([(0, polling[0]), (30, polling[1]), (60, polling[2])])
+    assert [v.state for v in verdicts] == [UNKNOWN, IDLE, IDLE]
+    assert [v.blocked_seconds for v in verdicts] == [0, 0, 0]
+    # Without progress, the same call keeps counting.
+    frozen = obs(proc(), logs(100))
+    verdicts = run([(0, frozen), (30, frozen), (60, frozen)])
+    assert [v.blocked_seconds for v in verdicts] == [0, 30, 60]
