@@ -7,7 +7,7 @@ more than 500: these cases feed the emitter verdicts directly.
 from __future__ import annotations
 
 from workerwatch.collect import RunResult
-from workerwatch.emit import SUMMARISE_ABOVE, all_metrics
+from workerwatch.emit import SUMMARISE_ABOVE, all_metrics, split_payload
 from workerwatch.verdict import IDLE, STALLED, GroupVerdict, WorkerVerdict
 
 NOW = 1_800_000_000.0
@@ -67,3 +67,20 @@ def test_a_large_fleet_keeps_the_detail_of_its_stalled_workers():
     # At 500 workers nobody is summarised.
     small = RunResult(now=NOW, duration=0.1, interval_s=30.0, workers=workers[1:], groups=[])
     assert "workerwatch.worker.blocked.seconds" in _values(all_metrics(small), pid=2)
+
+
+def test_a_split_payload_sends_events_and_inventory_once():
+    """Each line is its own payload to the agent: a repeated event would be a duplicate."""
+    metrics = [{"name": "workerwatch.worker.up", "value": i} for i in range(2500)]
+    events = [{"summary": "g:1 stalled: ..."}, {"summary": "g:2 recovered: ..."}]
+    payload = {
+        "protocol_version": "4",
+        "integration": {"name": "n", "version": "v"},
+        "data": [{"metrics": metrics, "events": events, "inventory": {"integration": {}}}],
+    }
+    parts = split_payload(payload, limit=1000)
+    datasets = [p["data"][0] for p in parts]
+    assert [len(d["metrics"]) for d in datasets] == [1000, 1000, 500]
+    assert [m for d in datasets for m in d["metrics"]] == metrics
+    assert [d["events"] for d in datasets] == [events, [], []]
+    assert [d["inventory"] for d in datasets] == [{"integration": {}}, {}, {}]
