@@ -553,6 +553,9 @@ def main(argv: list[str] | None = None) -> int:
         args.exporter = False
     env = dict(os.environ)
     env.pop("NRI_CONFIG_INTERVAL", None)
+    # The agent's environment lets Python cache bytecode: measure that steady state (the
+    # warm-up run writes it), not a compile of every module on every run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
 
     results: list[ShapeResult] = []
     load = [f"{_load()} at the start"]
