@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,7 +83,9 @@ def metric(
 
 @functools.cache
 def host_name() -> str:
-    return clean_text(socket.gethostname(), 255)
+    # uname's nodename is what socket.gethostname() returns, without importing socket
+    # (a few ms at every one-shot start).
+    return clean_text(os.uname().nodename, 255)
 
 
 def default_interval_s() -> float:
