@@ -40,6 +40,7 @@ class LogFd:
     fd: int
     path: str
     pos: int
+    inode: int | None = None  # fdinfo's ino: (Linux 5.14+), to recognise the file next run
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,8 @@ class LogObservation:
     # because a shared file stays fresh while any worker writes.
     mtime: float | None = None
     source: str = "fd"  # "fd", "mtime" or "none"
+    # Open fds of the process (st_size of /proc/PID/fd, Linux 6.2+; None when unknown).
+    open_fds: int | None = None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,6 @@ import signal
 import struct
 import sys
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -59,14 +58,20 @@ def read_heartbeats(group: Group, now: float, errors: Counter[str]) -> list[Hear
     return beats
 
 
-def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> WorkerObservation | None:
+def observe_worker(
+    worker: Worker,
+    group: Group,
+    errors: Counter[str],
+    prev: WorkerMemory | None = None,
+    proc_stat: list[str] | None = None,
+) -> WorkerObservation | None:
     """The /proc evidence for one process; None when it exited while we looked.
 
     Heartbeats are matched later, in the parent, once the group's files could be read.
     """
     notes: list[str] = []
     try:
-        proc = process.observe(worker.pid, always_wchan=False)
+        proc = process.observe(worker.pid, always_wchan=False, proc_stat=proc_stat)
     except ProcGone:
         return None
     except (OSError, ValueError, IndexError) as exc:
@@ -74,7 +79,15 @@ def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> Worker
         log.error(f"process probe for pid {worker.pid}: {exc}")
         proc = None
     try:
-        logs = log_offsets.observe(worker.pid, group.logs)
+        known = None
+        if prev is not None and prev.log_paths is not None and prev.log_inodes is not None:
+            inodes = prev.log_inodes
+            known = {fd: (p, inodes[fd]) for fd, p in prev.log_paths.items() if fd in inodes}
+            if len(known) != len(prev.log_paths):
+                known = None
+        logs = log_offsets.observe(
+            worker.pid, group.logs, known, prev.open_fds if prev is not None else None
+        )
     except ProcGone:
         return None
     except (OSError, ValueError) as exc:
@@ -136,7 +149,11 @@ def _child(
 ) -> None:
     groups = {g.name: g for g in config.groups}
     errors: Counter[str] = Counter()
-    found = discover(config.groups)
+    known_units = {}
+    for memory in memories.values():
+        if memory.unit is not None and memory.start_ticks is not None:
+            known_units[memory.pid] = (memory.start_ticks, memory.unit or None)
+    found = discover(config.groups, known_units=known_units)
     for probe, message in found.problems:
         errors[probe] += 1
         log.error(message)
@@ -150,9 +167,11 @@ def _child(
             continue
         _send(fd, ("step", step, f"pid {worker.pid} ({worker.group})"))
         errors = Counter()
-        observation = observe_worker(worker, groups[worker.group], errors)
+        prev = memories.get(worker.key)
+        stats = found.stats.get(worker.pid)
+        observation = observe_worker(worker, groups[worker.group], errors, prev, stats)
         if observation is not None:
-            observation = enrich(observation, memories.get(worker.key))
+            observation = enrich(observation, prev)
         _send(fd, ("observed", worker, observation, dict(errors)))
     live = {w.pid for w in found.workers}
     for group in config.groups:
@@ -232,6 +251,8 @@ def run(
         except BaseException:
             status = 1
             with contextlib.suppress(BaseException):
+                import traceback  # only for a crash: a few ms at every start otherwise
+
                 _send(write_fd, ("crash", traceback.format_exc(limit=4)))
         finally:
             os._exit(status)

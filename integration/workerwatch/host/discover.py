@@ -11,7 +11,7 @@ import glob
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from workerwatch.config import Group
 from workerwatch.host import procfs
@@ -34,6 +34,9 @@ class Discovery:
     workers: list[Worker]
     # Problems met while matching (unreadable pidfile...), for the errors metric.
     problems: list[tuple[str, str]]
+    # Each member's /proc/PID/stat fields as read here, so the process probe need not
+    # read the file again (host/process.py).
+    stats: dict[int, list[str]] = field(default_factory=dict)
 
 
 def unit_from_cgroup(text: str) -> str | None:
@@ -82,6 +85,7 @@ class _Proc:
     start_ticks: int
     cmdline: str
     unit: str | None
+    fields: list[str]
 
 
 def _could_match(group: Group, pid: int, cmdline: str, pidfile_pids: dict[str, set[int]]) -> bool:
@@ -114,7 +118,7 @@ def _read_proc(
         unit = unit_from_cgroup(read_text(f"/proc/{pid}/cgroup")) if need_unit else None
     except (ProcGone, PermissionError, ValueError, IndexError):
         return None
-    return _Proc(pid, ppid, state, start, cmdline, unit)
+    return _Proc(pid, ppid, state, start, cmdline, unit, fields)
 
 
 def _matches(group: Group, proc: _Proc, pidfile_pids: dict[str, set[int]]) -> bool:
@@ -128,8 +132,17 @@ def _matches(group: Group, proc: _Proc, pidfile_pids: dict[str, set[int]]) -> bo
     )
 
 
-def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
-    """Match every process against every group in one pass over the process table."""
+def discover(
+    groups: Sequence[Group],
+    exclude: Iterable[int] = (),
+    known_units: dict[int, tuple[int, str | None]] | None = None,
+) -> Discovery:
+    """Match every process against every group in one pass over the process table.
+
+    ``known_units`` (pid -> (start ticks, unit)) are units read by an earlier run: a
+    process keeps its cgroup for life in practice, so for the same (pid, start) the
+    ``cgroup`` file is not read again when no group matches on the unit.
+    """
     problems: list[tuple[str, str]] = []
     pidfile_pids = {
         g.name: _read_pidfiles(g.match.pidfile, problems) for g in groups if g.match.pidfile
@@ -161,6 +174,10 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
     if not need_unit:
         # The unit names workers even when matching did not need it; read it only for members.
         for proc in procs.values():
+            known = (known_units or {}).get(proc.pid)
+            if known is not None and known[0] == proc.start_ticks:
+                proc.unit = known[1]
+                continue
             try:
                 proc.unit = unit_from_cgroup(read_text(f"/proc/{proc.pid}/cgroup"))
             except (ProcGone, PermissionError):
@@ -189,7 +206,7 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
                 start_ticks=proc.start_ticks,
             )
         )
-    return Discovery(workers, problems)
+    return Discovery(workers, problems, {pid: proc.fields for pid, proc in procs.items()})
 
 
 _SELF = re.compile(r"(^|[\s/])(-m workerwatch|nri-workerwatch(\.pyz|-[^\s/]*\.pyz)?)(\s|$)")

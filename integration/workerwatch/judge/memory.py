@@ -69,6 +69,16 @@ class WorkerMemory:
     stalled_since: float | None = _optional(TIME)
     others_voluntary: int | None = _optional(COUNT)
     wake_runs: int = field(default=0, metadata={"ge": 0, "le": 2**31})
+    # Which fds were this process's logs at the last scan of its fd table (fd -> path and
+    # fd -> inode) and how many fds it had open then: while the count and each inode are
+    # unchanged, the next run reads only those fds' fdinfo (host/log_offsets.py).
+    log_paths: dict[int, str] | None = _optional({"keys": {"le": 2**31}, "each": NAME})
+    log_inodes: dict[int, int] | None = _optional({"keys": {"le": 2**31}, "each": COUNT})
+    open_fds: int | None = _optional({"ge": 0, "le": 2**31})
+    # The process's systemd unit as its cgroup gave it ("" for none) and its start time in
+    # clock ticks: discovery reads the cgroup again only for another (pid, start).
+    unit: str | None = _optional({"max_length": 4096})
+    start_ticks: int | None = _optional(COUNT)
 
 
 @dataclass
