@@ -15,6 +15,7 @@ Judging happens in the parent (``judge.fleet``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import select
@@ -237,6 +238,9 @@ def run(
     if pid == 0:  # the child: never returns
         status = 0
         try:
+            # Short-lived: a collection pass here would only touch (and so copy) the
+            # parent's pages for nothing.
+            gc.disable()
             os.close(read_fd)
             _close_inherited(write_fd)
             # Nothing of the agent's pipes may stay open in a child that could hang: the
