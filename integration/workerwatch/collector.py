@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 
 @dataclass
 class RunResult:
+    """What one collection produced, for the emitters, status and push."""
+
     now: float
     duration: float
     interval_s: float | None

@@ -37,6 +37,8 @@ class Worker:
 
 @dataclass(frozen=True)
 class LogFd:
+    """One log file a worker holds open for writing, and its fd's offset."""
+
     fd: int
     path: str
     pos: int
@@ -58,6 +60,8 @@ class LogObservation:
 
 @dataclass(frozen=True)
 class Task:
+    """The task a heartbeat says the worker is running."""
+
     name: str
     id: str | None
     started: float | None
@@ -65,6 +69,8 @@ class Task:
 
 @dataclass(frozen=True)
 class HeartbeatObservation:
+    """One heartbeat file as read this run."""
+
     path: str
     beat_time: float  # time of the last beat (body "time", else file mtime)
     seq: int | None = None
@@ -97,6 +103,8 @@ class ProcessObservation:
 
 @dataclass(frozen=True)
 class WorkerObservation:
+    """Everything the host phase saw about one worker this run."""
+
     worker: Worker
     log: LogObservation | None = None
     heartbeat: HeartbeatObservation | None = None

@@ -54,6 +54,8 @@ class Invalid(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class FieldSpec:
+    """One field of a record with its resolved types and limits."""
+
     name: str
     kinds: tuple[Any, ...]  # the annotation's alternatives, e.g. (int, NoneType)
     meta: dict[str, Any]

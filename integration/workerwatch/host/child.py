@@ -120,6 +120,8 @@ def enrich(observation: WorkerObservation, prev: WorkerMemory | None) -> WorkerO
 
 @dataclass
 class HostSnapshot:
+    """What the host-phase child streamed back by the deadline."""
+
     discovered: bool = False
     workers: list[Worker] = field(default_factory=list)
     observed: list[WorkerObservation] = field(default_factory=list)

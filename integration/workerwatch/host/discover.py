@@ -31,6 +31,8 @@ MAX_PIDFILE_BYTES = 64
 
 @dataclass
 class Discovery:
+    """The workers found in one scan of the process table."""
+
     workers: list[Worker]
     # Problems met while matching (unreadable pidfile...), for the errors metric.
     problems: list[tuple[str, str]]
@@ -79,6 +81,8 @@ def _all_pids() -> Iterable[int]:
 
 @dataclass
 class _Proc:
+    """The fields of one process that matching and naming need."""
+
     pid: int
     ppid: int
     state: str

@@ -26,6 +26,8 @@ from workerwatch.observations import (
 
 @dataclass
 class JudgedWorker:
+    """One worker's verdict with what is remembered for the next run."""
+
     verdict: WorkerVerdict
     memory: WorkerMemory
     key: str

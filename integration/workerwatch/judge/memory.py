@@ -101,6 +101,8 @@ class HungStep:
 
 @dataclass
 class RunRecord:
+    """When the last run happened (the interval for count metrics)."""
+
     last: float = field(metadata=TIME)  # when the previous run started
 
 
@@ -138,6 +140,8 @@ class ProbeState:
 
 @dataclass
 class Probes:
+    """What the probes remember: hung steps, the last run, queue-probe state."""
+
     run: RunRecord | None = field(default=None, metadata={"tolerant": True})
     hung: dict[str, HungStep] = field(default_factory=dict, metadata={"tolerant": True})
     swf: ProbeState | None = field(default=None, metadata={"tolerant": True})

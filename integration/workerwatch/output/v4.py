@@ -31,6 +31,8 @@ SUMMARISE_ABOVE = 500
 
 @dataclass(frozen=True)
 class Sections:
+    """Which parts of the v4 payload to publish (the agent's data flags)."""
+
     metrics: bool = True
     inventory: bool = True
     events: bool = True
