@@ -7,7 +7,7 @@ of state becomes events; workers remembered but no longer running are judged ``g
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from workerwatch.config import Config, Group
@@ -24,14 +24,19 @@ from workerwatch.observations import (
 )
 
 
-@dataclass
 class JudgedWorker:
-    """One worker's verdict with what is remembered for the next run."""
+    """One worker's verdict with what is remembered for the next run (a plain class: no
+    dataclass created at start-up for an internal tuple)."""
 
-    verdict: WorkerVerdict
-    memory: WorkerMemory
-    key: str
-    events: list[dict[str, Any]]
+    __slots__ = ("events", "key", "memory", "verdict")
+
+    def __init__(
+        self, verdict: WorkerVerdict, memory: WorkerMemory, key: str, events: list[dict[str, Any]]
+    ) -> None:
+        self.verdict = verdict
+        self.memory = memory
+        self.key = key
+        self.events = events
 
 
 def remember_log_fds(memory: WorkerMemory, log: LogObservation | None) -> None:
