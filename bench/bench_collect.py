@@ -539,7 +539,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cycles", type=int, default=20, help="long-running cycles measured")
     parser.add_argument("--cycle-pairs", type=int, default=3, help="long-running measurements")
     parser.add_argument("--interval", type=float, default=0.5, help="long-running interval, s")
-    parser.add_argument("--scrapes", type=int, default=20, help="process-exporter scrapes")
+    parser.add_argument("--scrapes", type=int, default=10, help="process-exporter scrapes")
     parser.add_argument("--no-exporter", dest="exporter", action="store_false",
                         help=f"skip {EXPORTER} even when installed")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
