@@ -22,13 +22,15 @@ def read(path: str) -> bytes:
 
 
 def main() -> None:
-    tag, log_fd = sys.argv[1].encode(), sys.argv[2]
+    # The fleet's command line holds "--fleet TAG" as two arguments (NUL-separated); this
+    # script's own holds TAG alone.
+    wanted, log_fd = b"\0--fleet\0" + sys.argv[1].encode() + b"\0", sys.argv[2]
     found = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            if tag not in read(f"/proc/{entry}/cmdline"):
+            if wanted not in read(f"/proc/{entry}/cmdline"):
                 continue
             for name in ("stat", f"task/{entry}/stat", f"task/{entry}/status",
                          f"task/{entry}/syscall", "io", f"fdinfo/{log_fd}"):  # fmt: skip
