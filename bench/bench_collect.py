@@ -10,8 +10,8 @@ every few wakeups. Measured, as paired runs back to back (medians over the pairs
 * **one-shot**: a fresh ``python -m workerwatch --config ...`` (the v4 one-shot path), with
   the state a previous run left, so every measured run is the steady-state cycle the agent
   repeats; CPU is user + system of the whole process **and** of the host-phase child it
-  forks (resource usage of waited-for children, taken around each run, so interpreter
-  start-up is included), and peak RSS (``ru_maxrss``, the larger of the two);
+  forks (``wait4`` of the process, so interpreter start-up is included), and peak RSS
+  (``ru_maxrss``, the larger of the two; see ``measure`` for how it is kept clean);
 * **floor**: ``bench/floor_reads.py`` in the same interpreter: finds the same workers by
   command line and reads the six ``/proc`` files a verdict needs per worker, parsing
   nothing; its CPU is counted the same way (interpreter start-up included);
@@ -38,7 +38,6 @@ import ctypes
 import json
 import os
 import platform
-import resource
 import select
 import shutil
 import signal
@@ -186,25 +185,51 @@ class Sample:
     stderr: str = ""
 
 
+# Runs the measured command as its own child and reports that child's rusage from wait4.
+# Why a go-between: Linux carries a process's peak-RSS mark across exec, and a child forked
+# (or vforked) from this bench starts with the bench's own RSS, which grows as it runs; a
+# child forked from this small process starts small, so its ru_maxrss is its own peak.
+# CPU comes from the same wait4: the command and the children it waited for (the one-shot's
+# host-phase child), not this go-between's interpreter start.
+_RUSAGE_OF = """
+import os, sys
+report = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+os.write(report, f"{ru.ru_utime} {ru.ru_stime} {ru.ru_maxrss}".encode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measure(cmd: list[str], env: dict[str, str]) -> Sample:
-    """Run ``cmd`` once; its CPU from the rusage of waited-for children, taken around it."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-        # wait4 gives this child's own peak RSS; RUSAGE_CHILDREN's is a maximum over all
-        # children ever waited for, useless per run.
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode != 0 or "[ERR]" in stderr or "[FATAL]" in stderr:
+    """Run ``cmd`` once: CPU (user + system, with its waited-for children) and peak RSS."""
+    read_end, write_end = os.pipe()
+    try:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-c", _RUSAGE_OF, str(write_end), *cmd],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, pass_fds=(write_end,),
+            )  # fmt: skip
+            os.close(write_end)
+            write_end = -1
+            proc.wait()
+            wall = time.perf_counter() - start
+            report = os.read(read_end, 256).decode().split()
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode(), err.read().decode()
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    if proc.returncode != 0 or "[ERR]" in stderr or "[FATAL]" in stderr or len(report) != 3:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Sample(cpu, wall, usage.ru_maxrss, stdout, stderr)
+    user, system, rss_kib = float(report[0]), float(report[1]), int(report[2])
+    return Sample(user + system, wall, rss_kib, stdout, stderr)
 
 
 @dataclass
