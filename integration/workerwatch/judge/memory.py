@@ -79,6 +79,9 @@ class WorkerMemory:
     # clock ticks: discovery reads the cgroup again only for another (pid, start).
     unit: str | None = _optional({"max_length": 4096})
     start_ticks: int | None = _optional(COUNT)
+    # The ``stalled_since`` of the stall whose evidence (stack) was captured or skipped
+    # for good: one capture per stall, however many runs it lasts.
+    evidence_for: float | None = _optional(TIME)
 
 
 @dataclass
