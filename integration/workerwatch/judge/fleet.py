@@ -58,7 +58,7 @@ def remember_unit(memory: WorkerMemory, worker: Worker) -> None:
     suffix = f"/{worker.pid}"
     if unit.endswith(suffix):  # discovery's mark of a unit shared by several workers
         unit = unit[: -len(suffix)]
-    memory.unit = unit
+    memory.cgroup_unit = unit
     memory.start_ticks = worker.start_ticks
 
 
