@@ -1,26 +1,33 @@
-"""What one collection costs the host: ``make bench`` (writes bench/RESULTS.md).
+"""What one collection costs the host, side by side with its floor: ``make bench``.
 
 The agent starts the integration every 15-30 s on every production host, so its cost is
-paid forever. This measures it as the agent runs it, against idle worker-like processes:
+paid forever. This measures it as the agent runs it, against worker-like processes, in
+two fleet shapes: *sleep* (each worker sleeps a second between wakeups, like a poller with
+a short sleep) and *select* (each worker holds a TCP connection and waits in ``select``
+on it, like an idle SWF long-poller); in both, a worker appends a line to its own log
+every few wakeups. Measured, as paired runs back to back (medians over the pairs):
 
-* **one-shot**: a fresh ``python -m workerwatch --config ...`` (the v4 one-shot path), with a
-  state file left by a previous run, so every measured run is a steady-state cycle; CPU is
-  user + system of the integration **and** of the host-phase child it forks (resource usage
-  of waited-for children, taken around each run), wall time, and peak RSS (``ru_maxrss``:
-  the larger of the two processes; the child shares the parent's pages copy-on-write);
-* **floor**: the same interpreter importing only the third-party modules the one-shot path
-  imports (read from ``python -X importtime`` of a real run) and exiting;
-* **long-running**: ``nri-workerwatch run --interval ... --cycles K`` at two cycle counts; the
-  difference of their CPU divided by the difference of cycles is the CPU of one cycle
-  without the start-up.
+* **one-shot**: a fresh ``python -m workerwatch --config ...`` (the v4 one-shot path), with
+  the state a previous run left, so every measured run is the steady-state cycle the agent
+  repeats; CPU is user + system of the whole process **and** of the host-phase child it
+  forks (``wait4`` of the process, so interpreter start-up is included), and peak RSS
+  (``ru_maxrss``, the larger of the two; see ``measure`` for how it is kept clean);
+* **floor**: ``bench/floor_reads.py`` in the same interpreter: finds the same workers by
+  command line and reads the six ``/proc`` files a verdict needs per worker, parsing
+  nothing; its CPU is counted the same way (interpreter start-up included);
+* **long-running**: ``nri-workerwatch run --interval ... --cycles K`` at two cycle counts;
+  the difference of their CPU (forked host-phase children included) divided by the
+  difference of cycles is one cycle without the start-up;
+* **process-exporter**: Debian's ``prometheus-process-exporter`` (install it with
+  ``apt-get install prometheus-process-exporter``; the column is skipped without it),
+  started with its defaults and one name group matching the same workers, scraped
+  repeatedly; its CPU per scrape from ``/proc/PID/stat`` (all its threads).
 
-The fleet is one process per worker, made cheaply with ``os.fork`` from one parent (which is
-itself worker 0): each holds a log file opened for appending and a TCP connection to this
-process, wakes up every second like a poller with a short timeout, and appends a line to its
-log every few seconds. Every fleet process dies with its parent (``PR_SET_PDEATHSIG``), and
-the parent dies with this process.
+The fleet is made cheaply with ``os.fork`` from one parent (which is itself worker 0).
+Every fleet process dies with its parent (``PR_SET_PDEATHSIG``), the parent dies with this
+process. The load average is reported with the figures: the machine may be shared.
 
-Usage: .venv/bin/python bench/bench_collect.py [--sizes 5,50,200] [--repeat 10] [--no-write]
+Usage: .venv/bin/python bench/bench_collect.py [--sizes 5,50,200] [--pairs 9] [--no-write]
 """
 
 from __future__ import annotations
@@ -31,8 +38,8 @@ import ctypes
 import json
 import os
 import platform
-import resource
 import select
+import shutil
 import signal
 import socket
 import statistics
@@ -41,24 +48,22 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
+FLOOR_SCRIPT = HERE / "floor_reads.py"
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 PR_SET_PDEATHSIG = 1
 LOG_EVERY = 5  # wakeups between two log lines of a bench worker
-TARGET_RATIO, TARGET_RSS_MIB, TARGET_CYCLE_MS = 1.5, 60.0, 25.0
-# The declared runtime dependencies as a program uses them (``import pydantic`` alone is
-# lazy and nearly free; BaseModel is what costs), plus whatever a real run imports.
-FLOOR_IMPORTS = "import psutil, yaml; from pydantic import BaseModel"
-# Third-party packages whose modules make up the floor (the runtime dependencies).
-RUNTIME_PACKAGES = ("psutil", "pydantic", "pydantic_core", "yaml", "_yaml", "annotated_types",
-                    "typing_extensions", "typing_inspection")  # fmt: skip
+SHAPES = ("sleep", "select")
+TARGET_RATIO, TARGET_CYCLE_MS, TARGET_EXPORTER = 2.0, 15.0, 0.5
+EXPORTER = "prometheus-process-exporter"
 
 
-# --- the fleet (runs in its own process: `bench_collect.py --fleet TAG N DIR PORT`) ------
+# --- the fleet (runs in its own process: `bench_collect.py --fleet TAG SHAPE N DIR PORT PPID`)
 
 
 def _die_with_parent(parent: int) -> None:
@@ -67,8 +72,8 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def _idle_worker(index: int, directory: str, port: int) -> None:
-    """Hold a log file and a connection; wake every second like a short-timeout poller."""
+def _idle_worker(shape: str, index: int, directory: str, port: int) -> None:
+    """Hold a log file and a connection; wake every second; log every LOG_EVERY wakeups."""
     log = open(f"{directory}/worker-{index}.log", "a")  # noqa: SIM115 - held for life
     sock = socket.create_connection(("127.0.0.1", port))
     wakeups = 0
@@ -78,39 +83,43 @@ def _idle_worker(index: int, directory: str, port: int) -> None:
             log.write(f"{stamp} INFO worker_{os.getpid()} polling for activity...\n")
             log.flush()
         wakeups += 1
+        if shape == "sleep":
+            time.sleep(1.0)
+            continue
         readable, _, _ = select.select([sock], [], [], 1.0)
         if readable and not sock.recv(64):
             os._exit(0)  # the bench closed the connection: done
 
 
-def fleet_main(count: int, directory: str, port: int, parent: int) -> None:
+def fleet_main(shape: str, count: int, directory: str, port: int, parent: int) -> None:
     _die_with_parent(parent)
     me = os.getpid()
     for index in range(1, count):
         if os.fork() == 0:
             _die_with_parent(me)
             try:
-                _idle_worker(index, directory, port)
+                _idle_worker(shape, index, directory, port)
             finally:
                 os._exit(1)
     # Children that exit are reaped at once, so none lingers as a zombie.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
-    _idle_worker(0, directory, port)
+    _idle_worker(shape, 0, directory, port)
 
 
 class Fleet:
-    """``count`` idle workers and the connections they hold to this process."""
+    """``count`` idle workers of one shape and the connections they hold to this process."""
 
-    def __init__(self, count: int, directory: Path) -> None:
+    def __init__(self, shape: str, count: int, directory: Path) -> None:
+        self.shape = shape
         self.count = count
         self.directory = directory
-        self.tag = f"wwbench-{os.getpid()}-{count}"
+        self.tag = f"wwbench-{os.getpid()}-{shape}-{count}"
         self.listener = socket.create_server(("127.0.0.1", 0), backlog=count + 16)
         self.conns: list[socket.socket] = []
         self._accepting = threading.Thread(target=self._accept, daemon=True)
         self._accepting.start()
         self.proc = subprocess.Popen(
-            [sys.executable, __file__, "--fleet", self.tag, str(count), str(directory),
+            [sys.executable, __file__, "--fleet", self.tag, shape, str(count), str(directory),
              str(self.listener.getsockname()[1]), str(os.getpid())],
             stdin=subprocess.DEVNULL,
         )  # fmt: skip
@@ -176,25 +185,51 @@ class Sample:
     stderr: str = ""
 
 
+# Runs the measured command as its own child and reports that child's rusage from wait4.
+# Why a go-between: Linux carries a process's peak-RSS mark across exec, and a child forked
+# (or vforked) from this bench starts with the bench's own RSS, which grows as it runs; a
+# child forked from this small process starts small, so its ru_maxrss is its own peak.
+# CPU comes from the same wait4: the command and the children it waited for (the one-shot's
+# host-phase child), not this go-between's interpreter start.
+_RUSAGE_OF = """
+import os, sys
+report = int(sys.argv[1])
+pid = os.fork()
+if pid == 0:
+    os.close(report)
+    os.execv(sys.argv[2], sys.argv[2:])
+_, status, ru = os.wait4(pid, 0)
+os.write(report, f"{ru.ru_utime} {ru.ru_stime} {ru.ru_maxrss}".encode())
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measure(cmd: list[str], env: dict[str, str]) -> Sample:
-    """Run ``cmd`` once; its CPU from the rusage of waited-for children, taken around it."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env)
-        # wait4 gives this child's own peak RSS; RUSAGE_CHILDREN's is a maximum over all
-        # children ever waited for, useless per run.
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - start
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out.seek(0)
-        err.seek(0)
-        stdout, stderr = out.read().decode(), err.read().decode()
-    if proc.returncode != 0 or "[ERR]" in stderr or "[FATAL]" in stderr:
+    """Run ``cmd`` once: CPU (user + system, with its waited-for children) and peak RSS."""
+    read_end, write_end = os.pipe()
+    try:
+        with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+            start = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-S", "-c", _RUSAGE_OF, str(write_end), *cmd],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, env=env, pass_fds=(write_end,),
+            )  # fmt: skip
+            os.close(write_end)
+            write_end = -1
+            proc.wait()
+            wall = time.perf_counter() - start
+            report = os.read(read_end, 256).decode().split()
+            out.seek(0)
+            err.seek(0)
+            stdout, stderr = out.read().decode(), err.read().decode()
+    finally:
+        os.close(read_end)
+        if write_end >= 0:
+            os.close(write_end)
+    if proc.returncode != 0 or "[ERR]" in stderr or "[FATAL]" in stderr or len(report) != 3:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {stderr}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Sample(cpu, wall, usage.ru_maxrss, stdout, stderr)
+    user, system, rss_kib = float(report[0]), float(report[1]), int(report[2])
+    return Sample(user + system, wall, rss_kib, stdout, stderr)
 
 
 @dataclass
@@ -211,13 +246,18 @@ class Stats:
 
 
 @dataclass
-class SizeResult:
+class ShapeResult:
+    """One fleet size in one shape: every figure in seconds (RSS in KiB)."""
+
     workers: int
-    cpu: Stats = field(default_factory=Stats)
-    wall: Stats = field(default_factory=Stats)
+    shape: str
+    shot: Stats = field(default_factory=Stats)
+    floor: Stats = field(default_factory=Stats)
+    ratio: Stats = field(default_factory=Stats)  # one-shot / floor, per pair
     rss: Stats = field(default_factory=Stats)
-    cycle: Stats = field(default_factory=Stats)  # long-running CPU per cycle, seconds
-    raw: Stats = field(default_factory=Stats)  # bare /proc reads per cycle, seconds
+    floor_rss: Stats = field(default_factory=Stats)
+    cycle: Stats = field(default_factory=Stats)  # long-running CPU per cycle
+    exporter: Stats = field(default_factory=Stats)  # process-exporter CPU per scrape
     self_reported: list[str] = field(default_factory=list)
 
 
@@ -250,65 +290,117 @@ def judged(sample: Sample) -> int:
     return count
 
 
-def floor_modules(config: Path, env: dict[str, str]) -> list[str]:
-    """The runtime-dependency modules a real one-shot run imports, in import order.
+class Exporter:
+    """A prometheus-process-exporter watching the fleet's processes (one name group)."""
 
-    Read from ``sys.modules`` at the exit of a real run: ``-X importtime`` misses modules
-    that pydantic imports lazily from its package ``__getattr__`` (``pydantic.main``...).
-    """
-    with tempfile.NamedTemporaryFile("r", suffix=".txt") as out:
-        code = (
-            "import atexit, runpy, sys\n"
-            "def dump():\n"
-            f"    with open({out.name!r}, 'w') as f: f.write('\\n'.join(sys.modules))\n"
-            "atexit.register(dump)\n"
-            f"sys.argv = ['workerwatch', '--config', {str(config)!r}]\n"
-            "runpy.run_module('workerwatch', run_name='__main__', alter_sys=True)\n"
+    def __init__(self, tag: str, directory: Path) -> None:
+        config = directory / "process-exporter.yml"
+        config.write_text(
+            "process_names:\n"
+            "  - name: bench\n"
+            "    cmdline:\n"
+            f"      - 'bench_collect\\.py --fleet {tag} '\n"
         )
-        subprocess.run([sys.executable, "-c", code], env=env, check=True, stdout=subprocess.DEVNULL)
-        names = out.read().split("\n")
-    return [n for n in names if n.split(".")[0] in RUNTIME_PACKAGES]
+        with socket.create_server(("127.0.0.1", 0)) as probe:
+            self.port = probe.getsockname()[1]
+        self.proc = subprocess.Popen(
+            [EXPORTER, "-config.path", str(config),
+             "-web.listen-address", f"127.0.0.1:{self.port}"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.scrape()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+
+    def scrape(self) -> bytes:
+        url = f"http://127.0.0.1:{self.port}/metrics"
+        with urllib.request.urlopen(url, timeout=30) as response:
+            return response.read()
+
+    def cpu(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def per_scrape(self, scrapes: int, gap: float) -> float:
+        """CPU seconds per scrape (the clock ticks at 10 ms: many scrapes are averaged)."""
+        self.scrape()
+        before = self.cpu()
+        for _ in range(scrapes):
+            body = self.scrape()
+            time.sleep(gap)
+        if b'namedprocess_namegroup_num_procs{groupname="bench"}' not in body:
+            raise RuntimeError("process-exporter reports no bench group")
+        return (self.cpu() - before) / scrapes
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
 
 
-# The /proc files the probes read per worker in a steady-state cycle (host/discover.py,
-# host/process.py, host/log_offsets.py); kept in step with them by hand.
-_PER_WORKER = ("cmdline", "stat", "cgroup", "stat", "task/{pid}/stat", "task/{pid}/status",
-               "task/{pid}/syscall", "io")  # fmt: skip
+def one_shot(config: Path, env: dict[str, str]) -> Sample:
+    return measure([sys.executable, "-m", "workerwatch", "--config", str(config)], env)
 
 
-def raw_reads(pids: list[int], log_fd: int, cycles: int = 10) -> float:
-    """CPU seconds per cycle just to open, read and close those files, parsing nothing.
-
-    What any implementation that gathers the same evidence from /proc pays at least,
-    whatever it does with the bytes: the design's floor, next to the measured cycle.
-    """
-
-    def read(path: str) -> None:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            os.read(fd, 65536)
-        finally:
-            os.close(fd)
-
-    start = time.process_time()
-    for _ in range(cycles):
-        for entry in os.listdir("/proc"):  # discovery reads every process's cmdline
-            if entry.isdigit():
-                with contextlib.suppress(OSError):
-                    read(f"/proc/{entry}/cmdline")
-        for pid in pids:
-            for name in _PER_WORKER:
-                read(f"/proc/{pid}/{name.format(pid=pid)}")
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                os.readlink(f"/proc/{pid}/fd/{fd}")
-            read(f"/proc/{pid}/fdinfo/{log_fd}")
-    return (time.process_time() - start) / cycles
+def floor_run(fleet: Fleet, env: dict[str, str]) -> Sample:
+    pids = fleet.pids()
+    s = measure([sys.executable, str(FLOOR_SCRIPT), fleet.tag, str(fleet.log_fd(pids[0]))], env)
+    if int(s.stdout.strip() or 0) != fleet.count:
+        raise RuntimeError(f"floor found {s.stdout.strip()} of {fleet.count} workers")
+    return s
 
 
 def long_running(config: Path, env: dict[str, str], cycles: int, interval: float) -> Sample:
     cmd = [sys.executable, "-m", "workerwatch", "run", "--config", str(config),
            "--interval", f"{interval:g}s", "--cycles", str(cycles)]  # fmt: skip
     return measure(cmd, env)
+
+
+def bench_one(
+    fleet: Fleet, directory: Path, env: dict[str, str], args: argparse.Namespace
+) -> ShapeResult:
+    config = write_config(directory, fleet.tag, directory / "state")
+    result = ShapeResult(fleet.count, fleet.shape)
+    # The first run leaves the state (and the config cache), so every measured run is the
+    # steady-state cycle the agent repeats.
+    warm = one_shot(config, env)
+    if judged(warm) != fleet.count:
+        raise RuntimeError(f"expected {fleet.count} workers, payload has {judged(warm)}")
+    floor_run(fleet, env)
+    for i in range(args.pairs):
+        # Paired and alternating in order, so a burst of load on the shared machine
+        # lands on both sides of the ratio as often as not.
+        if i % 2:
+            shot, floor = one_shot(config, env), floor_run(fleet, env)
+        else:
+            floor, shot = floor_run(fleet, env), one_shot(config, env)
+        result.shot.values.append(shot.cpu)
+        result.floor.values.append(floor.cpu)
+        result.ratio.values.append(shot.cpu / floor.cpu if floor.cpu else float("inf"))
+        result.rss.values.append(shot.rss_kib)
+        result.floor_rss.values.append(floor.rss_kib)
+    exporter = Exporter(fleet.tag, directory) if args.exporter else None
+    try:
+        for _ in range(args.cycle_pairs):
+            short = long_running(config, env, 2, args.interval)
+            long = long_running(config, env, 2 + args.cycles, args.interval)
+            result.cycle.values.append((long.cpu - short.cpu) / args.cycles)
+            result.self_reported = [
+                line.split("after ", 1)[-1]
+                for line in long.stderr.splitlines()
+                if "stopped by" in line
+            ]
+            if exporter is not None:
+                result.exporter.values.append(exporter.per_scrape(args.scrapes, args.interval))
+    finally:
+        if exporter is not None:
+            exporter.stop()
+    return result
 
 
 def machine() -> list[str]:
@@ -347,83 +439,101 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "**missed**"
 
 
-def report(
-    results: list[SizeResult],
-    floor: Stats,
-    floor_rss: Stats,
-    used: Stats,
-    modules: list[str],
-    args: argparse.Namespace,
-) -> str:
-    big = results[-1]
+def _ms(stats: Stats, digits: str = "{:.1f}") -> str:
+    return stats.spread(1000, digits) if stats.values else "–"
+
+
+def report(results: list[ShapeResult], load: list[str], args: argparse.Namespace) -> str:
+    have_exporter = any(r.exporter.values for r in results)
     lines = [
         BEGIN,
         "",
         "## Machine",
         "",
         *machine(),
+        f"- load average (1, 5, 15 min): {'; '.join(load)}",
         "",
-        f"## Figures (median of {args.repeat} runs, min–max in brackets)",
+        f"## Figures (medians; one-shot and floor: {args.pairs} paired runs; long-running"
+        f" and process-exporter: {args.cycle_pairs} pairs; min–max in brackets)",
         "",
-        "| workers | one-shot CPU ms | × floor | one-shot wall ms | peak RSS MiB "
-        "| long-running CPU ms / cycle | bare /proc reads ms / cycle |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "CPU is user + system of the whole process and the children it forks, in ms.",
+        "",
+        "| workers | shape | one-shot | floor | one-shot ÷ floor | peak RSS MiB (floor) "
+        "| long-running per cycle | process-exporter per scrape | cycle ÷ scrape |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        lines.append(
-            f"| {r.workers} | {r.cpu.spread(1000)} | {r.cpu.median / floor.median:.2f} "
-            f"| {r.wall.spread(1000)} | {r.rss.spread(1 / 1024, '{:.1f}')} "
-            f"| {r.cycle.spread(1000, '{:.1f}')} | {r.raw.spread(1000, '{:.1f}')} |"
+        over = (
+            f"{r.cycle.median / r.exporter.median:.2f}"
+            if r.exporter.values and r.exporter.median
+            else "–"
         )
-    lines += [
-        f"| floor | {floor.spread(1000)} | 1.00 | | {floor_rss.spread(1 / 1024, '{:.1f}')} | | |",
-        f"| imports only | {used.spread(1000)} | {used.median / floor.median:.2f} | | | | |",
-        "",
-        f"**floor**: `python -c '{FLOOR_IMPORTS}; import ...'`: the runtime dependencies as a "
-        f"program uses them, plus the {len(modules)} third-party modules a steady-state one-shot "
-        "run really imports (read from `sys.modules` at the end of a real run: "
-        f"{', '.join(sorted({m.split('.')[0] for m in modules})) or 'none'}), then exit. "
-        "**imports only**: those modules alone, without what the run does not import.",
-        "",
-    ]
-    if len(results) >= 2:
-        first, last = results[0], results[-1]
-        span = last.workers - first.workers
-        per_shot = (last.cpu.median - first.cpu.median) / span * 1e6
-        per_cycle = (last.cycle.median - first.cycle.median) / span * 1e6
-        mid = [r for r in results if first.workers < r.workers < last.workers]
-        linear = ""
-        for r in mid:
-            predicted = first.cycle.median + (r.workers - first.workers) * per_cycle / 1e6
-            linear += (
-                f" At {r.workers} workers a straight line through the ends predicts "
-                f"{predicted * 1000:.1f} ms per cycle; measured {r.cycle.median * 1000:.1f} ms."
-            )
+        lines.append(
+            f"| {r.workers} | {r.shape} | {_ms(r.shot, '{:.0f}')} | {_ms(r.floor, '{:.0f}')} "
+            f"| {r.ratio.spread(1, '{:.2f}')} "
+            f"| {r.rss.median / 1024:.1f} ({r.floor_rss.median / 1024:.1f}) "
+            f"| {_ms(r.cycle)} | {_ms(r.exporter)} | {over} |"
+        )
+    lines.append("")
+    if not have_exporter:
         lines += [
-            "Cost per additional worker (from the smallest to the largest fleet): "
-            f"one-shot {per_shot:.0f} µs, long-running {per_cycle:.0f} µs per cycle.{linear}",
+            f"process-exporter: not measured ({EXPORTER} is not installed; "
+            f"`apt-get install {EXPORTER}`, or it was turned off with --no-exporter).",
             "",
         ]
-    ratio = big.cpu.median / floor.median
-    rss = big.rss.median / 1024
-    cycle = big.cycle.median * 1000
+    else:
+        lines += [
+            f"process-exporter: Debian's `{EXPORTER}` with its defaults (threads and smaps "
+            "gathered), one name group matching the bench workers by command line, "
+            f"{args.scrapes} scrapes {args.interval:g} s apart per measurement.",
+            "",
+        ]
+    for shape in SHAPES:
+        mine = [r for r in results if r.shape == shape]
+        if len(mine) < 2:
+            continue
+        first, last = mine[0], mine[-1]
+        span = last.workers - first.workers
+        per_shot = (last.shot.median - first.shot.median) / span * 1e6
+        per_floor = (last.floor.median - first.floor.median) / span * 1e6
+        per_cycle = (last.cycle.median - first.cycle.median) / span * 1e6
+        lines += [
+            f"Cost per additional worker ({shape}, from {first.workers} to {last.workers} "
+            f"workers): one-shot {per_shot:.0f} µs, floor {per_floor:.0f} µs, "
+            f"long-running {per_cycle:.0f} µs per cycle.",
+            "",
+        ]
+    biggest = max(r.workers for r in results)
     lines += [
-        f"## Targets at {big.workers} workers",
+        f"## Targets at {biggest} workers",
         "",
-        "| target | measured | |",
-        "|---|---:|---|",
-        f"| one-shot CPU under {TARGET_RATIO}× the import floor | {ratio:.2f}× "
-        f"({big.cpu.median * 1000:.0f} ms vs {floor.median * 1000:.0f} ms) "
-        f"| {verdict(ratio < TARGET_RATIO)} |",
-        f"| (the same against *imports only*) | {big.cpu.median / used.median:.2f}× "
-        f"({big.cpu.median * 1000:.0f} ms vs {used.median * 1000:.0f} ms) | for comparison |",
-        f"| one-shot peak RSS under {TARGET_RSS_MIB:.0f} MiB | {rss:.1f} MiB "
-        f"| {verdict(rss < TARGET_RSS_MIB)} |",
-        f"| long-running CPU under {TARGET_CYCLE_MS:.0f} ms per cycle | {cycle:.1f} ms "
-        f"| {verdict(cycle < TARGET_CYCLE_MS)} |",
+        "| target | shape | measured | |",
+        "|---|---|---:|---|",
+    ]
+    for r in (r for r in results if r.workers == biggest):
+        ratio = r.ratio.median
+        cycle = r.cycle.median * 1000
+        lines.append(
+            f"| one-shot CPU <= {TARGET_RATIO:g}× the bare-read floor | {r.shape} "
+            f"| {ratio:.2f}× ({r.shot.median * 1000:.0f} vs {r.floor.median * 1000:.0f} ms) "
+            f"| {verdict(ratio <= TARGET_RATIO)} |"
+        )
+        lines.append(
+            f"| long-running <= {TARGET_CYCLE_MS:g} ms CPU per cycle | {r.shape} "
+            f"| {cycle:.1f} ms | {verdict(cycle <= TARGET_CYCLE_MS)} |"
+        )
+        if r.exporter.values and r.exporter.median:
+            over = r.cycle.median / r.exporter.median
+            lines.append(
+                f"| long-running <= {TARGET_EXPORTER:g}× process-exporter per scrape "
+                f"| {r.shape} | {over:.2f}× ({cycle:.1f} vs {r.exporter.median * 1000:.1f} ms) "
+                f"| {verdict(over <= TARGET_EXPORTER)} |"
+            )
+    big = [r for r in results if r.workers == biggest]
+    lines += [
         "",
-        "The long-running process's own account of its cycles (stderr on exit), largest "
-        "fleet: " + "; ".join(big.self_reported),
+        "The long-running process's own account of its cycles (stderr on exit), "
+        + "; ".join(f"{r.shape}: " + "; ".join(r.self_reported) for r in big),
         "",
         END,
     ]
@@ -442,77 +552,59 @@ def save(section: str) -> None:
     RESULTS.write_text(text)
 
 
+def _load() -> str:
+    return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench_collect.py", description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="5,50,200", help="fleet sizes (default 5,50,200)")
-    parser.add_argument("--repeat", type=int, default=10, help="measured one-shot runs per size")
+    parser.add_argument("--shapes", default=",".join(SHAPES), help="fleet shapes (sleep,select)")
+    parser.add_argument("--pairs", type=int, default=9, help="one-shot/floor pairs per fleet")
     parser.add_argument("--cycles", type=int, default=20, help="long-running cycles measured")
+    parser.add_argument("--cycle-pairs", type=int, default=3, help="long-running measurements")
     parser.add_argument("--interval", type=float, default=0.5, help="long-running interval, s")
+    parser.add_argument("--scrapes", type=int, default=10, help="process-exporter scrapes")
+    parser.add_argument("--no-exporter", dest="exporter", action="store_false",
+                        help=f"skip {EXPORTER} even when installed")  # fmt: skip
     parser.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")]
+    shapes = [s for s in args.shapes.split(",") if s]
+    if set(shapes) - set(SHAPES):
+        parser.error(f"--shapes: one of {', '.join(SHAPES)}")
+    if args.exporter and shutil.which(EXPORTER) is None:
+        print(f"{EXPORTER} not installed (apt-get install {EXPORTER}): column skipped")
+        args.exporter = False
     env = dict(os.environ)
     env.pop("NRI_CONFIG_INTERVAL", None)
+    # The agent's environment lets Python cache bytecode: measure that steady state (the
+    # warm-up run writes it), not a compile of every module on every run.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
 
-    results: list[SizeResult] = []
-    floor, floor_rss, used = Stats(), Stats(), Stats()
-    modules: list[str] = []
+    results: list[ShapeResult] = []
+    load = [f"{_load()} at the start"]
     with tempfile.TemporaryDirectory(prefix="wwbench-") as tmp:
         for size in sizes:
-            directory = Path(tmp) / f"fleet-{size}"
-            directory.mkdir()
-            fleet = Fleet(size, directory)
-            try:
-                fleet.wait_ready()
-                config = write_config(directory, fleet.tag, directory / "state")
-                result = SizeResult(size)
-                # The first run leaves the state (and whatever else a first run prepares),
-                # so every measured run is the steady-state cycle the agent repeats.
-                warm = measure([sys.executable, "-m", "workerwatch", "--config", str(config)], env)
-                if judged(warm) != size:
-                    raise RuntimeError(f"expected {size} workers, payload has {judged(warm)}")
-                if not modules:
-                    modules = floor_modules(config, env)
-                    imports = "import " + ", ".join(dict.fromkeys(modules)) if modules else "pass"
-                    for _ in range(args.repeat):
-                        s = measure([sys.executable, "-c", f"{FLOOR_IMPORTS}; {imports}"], env)
-                        floor.values.append(s.cpu)
-                        floor_rss.values.append(s.rss_kib)
-                        used.values.append(measure([sys.executable, "-c", imports], env).cpu)
-                    print(
-                        f"floor: {floor.spread(1000)} ms CPU; only the modules a run imports: "
-                        f"{used.spread(1000)} ms",
-                        flush=True,
-                    )
-                for _ in range(args.repeat):
-                    s = measure([sys.executable, "-m", "workerwatch", "--config", str(config)], env)
-                    result.cpu.values.append(s.cpu)
-                    result.wall.values.append(s.wall)
-                    result.rss.values.append(s.rss_kib)
-                for _ in range(2):
-                    short = long_running(config, env, 2, args.interval)
-                    long = long_running(config, env, 2 + args.cycles, args.interval)
-                    result.cycle.values.append((long.cpu - short.cpu) / args.cycles)
-                    result.self_reported = [
-                        line.split("after ", 1)[-1]
-                        for line in long.stderr.splitlines()
-                        if "stopped by" in line
-                    ]
-                pids = fleet.pids()
-                for _ in range(3):
-                    result.raw.values.append(raw_reads(pids, fleet.log_fd(pids[0])))
-                results.append(result)
+            for shape in shapes:
+                directory = Path(tmp) / f"fleet-{shape}-{size}"
+                directory.mkdir()
+                fleet = Fleet(shape, size, directory)
+                try:
+                    fleet.wait_ready()
+                    r = bench_one(fleet, directory, env, args)
+                finally:
+                    fleet.stop()
+                results.append(r)
                 print(
-                    f"{size:4d} workers: one-shot {result.cpu.spread(1000)} ms CPU, "
-                    f"wall {result.wall.spread(1000)} ms, "
-                    f"RSS {result.rss.spread(1 / 1024, '{:.1f}')} MiB; "
-                    f"long-running {result.cycle.spread(1000, '{:.1f}')} ms CPU/cycle "
-                    f"(bare /proc reads {result.raw.median * 1000:.1f} ms)",
+                    f"{size:4d} {shape:6s}: one-shot {_ms(r.shot, '{:.0f}')} ms, floor "
+                    f"{_ms(r.floor, '{:.0f}')} ms, ratio {r.ratio.spread(1, '{:.2f}')}, "
+                    f"RSS {r.rss.median / 1024:.1f} MiB; long-running {_ms(r.cycle)} ms/cycle; "
+                    f"process-exporter {_ms(r.exporter)} ms/scrape; load {_load()}",
                     flush=True,
                 )
-            finally:
-                fleet.stop()
-    section = report(results, floor, floor_rss, used, modules, args)
+    load.append(f"{_load()} at the end")
+    section = report(results, load, args)
     print(section)
     if not args.no_write:
         save(section)
@@ -521,7 +613,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) == 7 and sys.argv[1] == "--fleet":
-        fleet_main(int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
+    if len(sys.argv) == 8 and sys.argv[1] == "--fleet":
+        fleet_main(sys.argv[3], int(sys.argv[4]), sys.argv[5], int(sys.argv[6]), int(sys.argv[7]))
     else:
         raise SystemExit(main())

@@ -9,13 +9,11 @@ deadline. Judging (``judge.fleet``) happens here, in the parent.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workerwatch import log
 from workerwatch.config import Config
@@ -29,9 +27,14 @@ from workerwatch.judge.verdict import judge_group
 from workerwatch.observations import MetricSample
 from workerwatch.state import StateStore
 
+if TYPE_CHECKING:
+    import threading
+
 
 @dataclass
 class RunResult:
+    """What one collection produced, for the emitters, status and push."""
+
     now: float
     duration: float
     interval_s: float | None
@@ -130,6 +133,8 @@ class Collector:
         backlog_box: dict[str, Any] = {}
         backlog_thread = None
         if self.config.swf is not None or self.config.sqs is not None:
+            import threading  # only with queue probes
+
             backlog_thread = threading.Thread(
                 target=self._backlog,
                 args=(state.probes, now, deadline, backlog_box),
@@ -229,6 +234,8 @@ class Collector:
         )
 
     def _backlog(self, probes: Probes, now: float, deadline: float, box: dict[str, Any]) -> None:
+        import copy
+
         from workerwatch.queues import cadence
 
         # Works on a copy: an abandoned thread must not change the state while it is saved.

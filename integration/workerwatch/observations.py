@@ -37,9 +37,12 @@ class Worker:
 
 @dataclass(frozen=True)
 class LogFd:
+    """One log file a worker holds open for writing, and its fd's offset."""
+
     fd: int
     path: str
     pos: int
+    inode: int | None = None  # fdinfo's ino: (Linux 5.14+), to recognise the file next run
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,8 @@ class LogObservation:
     # because a shared file stays fresh while any worker writes.
     mtime: float | None = None
     source: str = "fd"  # "fd", "mtime" or "none"
+    # Open fds of the process (st_size of /proc/PID/fd, Linux 6.2+; None when unknown).
+    open_fds: int | None = None
     # Log fds whose bytes since the previous run are only a Python stack dump (faulthandler,
     # the heartbeat library's SIGUSR1 handler): someone asked a hung worker where it is.
     stack_dumps: tuple[int, ...] = ()
@@ -58,6 +63,8 @@ class LogObservation:
 
 @dataclass(frozen=True)
 class Task:
+    """The task a heartbeat says the worker is running."""
+
     name: str
     id: str | None
     started: float | None
@@ -65,6 +72,8 @@ class Task:
 
 @dataclass(frozen=True)
 class HeartbeatObservation:
+    """One heartbeat file as read this run."""
+
     path: str
     beat_time: float  # time of the last beat (body "time", else file mtime)
     seq: int | None = None
@@ -166,6 +175,8 @@ class ProcessObservation:
 
 @dataclass(frozen=True)
 class WorkerObservation:
+    """Everything the host phase saw about one worker this run."""
+
     worker: Worker
     log: LogObservation | None = None
     heartbeat: HeartbeatObservation | None = None

@@ -15,7 +15,6 @@ import errno
 import fcntl
 import json
 import os
-import tempfile
 import time
 from typing import Any
 
@@ -189,7 +188,10 @@ class FileStateStore(StateStore):
         data = to_json(state)
         tmp = None
         try:
-            fd, tmp = tempfile.mkstemp(prefix=".state.", dir=self.state_dir)
+            # What tempfile.mkstemp does, without importing tempfile (a few ms every run).
+            name = os.path.join(self.state_dir, f".state.{os.getpid()}.{time.time_ns()}")
+            fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            tmp = name
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 # dumps, not dump: json.dump always takes the pure-Python encoder (about 4x
                 # slower for a 200-worker state).

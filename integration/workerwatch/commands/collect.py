@@ -6,7 +6,6 @@
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 
 from workerwatch import log
@@ -19,7 +18,7 @@ def main(ns: argparse.Namespace) -> int:
         try:
             print(version_line())
         except ImportError as exc:
-            python = platform.python_version()
+            python = sys.version.split()[0]
             log.fatal(f"a compiled dependency does not load under Python {python}: {exc}")
             return 1
         return 0

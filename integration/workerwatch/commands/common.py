@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import platform
 import sys
 from typing import Any
 
@@ -59,7 +58,7 @@ def version_line() -> str:
 
     return (
         f"New Relic {INTEGRATION_NAME} integration Version: {__version__}, "
-        f"Platform: {sys.platform}/{platform.machine()}, Python: {platform.python_version()}, "
+        f"Platform: {sys.platform}/{os.uname().machine}, Python: {sys.version.split()[0]}, "
         f"psutil: {psutil.__version__}, pydantic-core: {pydantic_core.__version__}"
     )
 

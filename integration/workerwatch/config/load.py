@@ -21,7 +21,6 @@ import json
 import os
 import re
 import stat
-import tempfile
 from typing import Any
 
 from workerwatch import records
@@ -202,6 +201,8 @@ def _write_cache(state_dir: str, key: str, validated: dict[str, Any]) -> None:
     tmp = None
     try:
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        import tempfile  # a cache miss only
+
         fd, tmp = tempfile.mkstemp(prefix=".config.", dir=state_dir)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             json.dump({"key": key, "config": validated}, handle, allow_nan=False)

@@ -180,6 +180,8 @@ class Consumes:
 
 @dataclass(frozen=True)
 class Group:
+    """One group of workers: how to find them and when one counts as stalled."""
+
     name: str = required(min_length=1, max_length=200)
     match: Match = required()
     expected: int | None = key(ge=0, le=100_000)
@@ -191,6 +193,8 @@ class Group:
 
 @dataclass(frozen=True)
 class Canary:
+    """The SWF canary workflow: started on a schedule, expected to complete."""
+
     workflow_id: str = required(min_length=1, max_length=256)
     expect_every: float = key(600.0, **DURATION)
 
@@ -203,6 +207,8 @@ def _no_repeated_lists(domain: SwfDomain) -> None:
 
 @dataclass(frozen=True)
 class SwfDomain:
+    """One SWF domain and the task lists whose backlog is watched."""
+
     __checks__ = (_no_repeated_lists,)
 
     name: str = required(**SWF_NAME)
@@ -218,6 +224,8 @@ def _no_repeated_domains(swf: Swf) -> None:
 
 @dataclass(frozen=True)
 class Swf:
+    """The ``swf:`` section: the SWF backlog probes."""
+
     __checks__ = (_no_repeated_domains,)
 
     domains: list[SwfDomain] = required(min_length=1)
@@ -229,6 +237,8 @@ class Swf:
 
 @dataclass(frozen=True)
 class Sqs:
+    """The ``sqs:`` section: the SQS backlog probes."""
+
     queues: list[str] = required(min_length=1, after=check_queues)  # names or queue URLs
     region: str = key(AWS_REGION, min_length=1)
     endpoint_url: str | None = key(after=check_endpoint)  # may carry user:password@
@@ -246,6 +256,8 @@ def _unique_groups(config: Config) -> None:
 
 @dataclass(frozen=True)
 class Config:
+    """The whole configuration file."""
+
     __checks__ = (_unique_groups,)
 
     groups: list[Group] = required(min_length=1)

@@ -15,6 +15,7 @@ Judging happens in the parent (``judge.fleet``).
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import select
@@ -22,7 +23,6 @@ import signal
 import struct
 import sys
 import time
-import traceback
 from collections import Counter
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -61,14 +61,20 @@ def read_heartbeats(group: Group, now: float, errors: Counter[str]) -> list[Hear
     return beats
 
 
-def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> WorkerObservation | None:
+def observe_worker(
+    worker: Worker,
+    group: Group,
+    errors: Counter[str],
+    prev: WorkerMemory | None = None,
+    proc_stat: list[str] | None = None,
+) -> WorkerObservation | None:
     """The /proc evidence for one process; None when it exited while we looked.
 
     Heartbeats are matched later, in the parent, once the group's files could be read.
     """
     notes: list[str] = []
     try:
-        proc = process.observe(worker.pid, always_wchan=False)
+        proc = process.observe(worker.pid, always_wchan=False, proc_stat=proc_stat)
     except ProcGone:
         return None
     except (OSError, ValueError, IndexError) as exc:
@@ -76,7 +82,15 @@ def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> Worker
         log.error(f"process probe for pid {worker.pid}: {exc}")
         proc = None
     try:
-        logs = log_offsets.observe(worker.pid, group.logs)
+        known = None
+        if prev is not None and prev.log_paths is not None and prev.log_inodes is not None:
+            inodes = prev.log_inodes
+            known = {fd: (p, inodes[fd]) for fd, p in prev.log_paths.items() if fd in inodes}
+            if len(known) != len(prev.log_paths):
+                known = None
+        logs = log_offsets.observe(
+            worker.pid, group.logs, known, prev.open_fds if prev is not None else None
+        )
     except ProcGone:
         return None
     except (OSError, ValueError) as exc:
@@ -121,6 +135,8 @@ def enrich(
 
 @dataclass
 class HostSnapshot:
+    """What the host-phase child streamed back by the deadline."""
+
     discovered: bool = False
     workers: list[Worker] = field(default_factory=list)
     observed: list[WorkerObservation] = field(default_factory=list)
@@ -151,7 +167,11 @@ def _child(
 ) -> None:
     groups = {g.name: g for g in config.groups}
     errors: Counter[str] = Counter()
-    found = discover(config.groups)
+    known_units = {}
+    for memory in memories.values():
+        if memory.cgroup_unit is not None and memory.start_ticks is not None:
+            known_units[memory.pid] = (memory.start_ticks, memory.cgroup_unit or None)
+    found = discover(config.groups, known_units=known_units)
     for probe, message in found.problems:
         errors[probe] += 1
         log.error(message)
@@ -166,9 +186,11 @@ def _child(
             continue
         _send(fd, ("step", step, f"pid {worker.pid} ({worker.group})"))
         errors = Counter()
-        observation = observe_worker(worker, groups[worker.group], errors)
+        prev = memories.get(worker.key)
+        stats = found.stats.get(worker.pid)
+        observation = observe_worker(worker, groups[worker.group], errors, prev, stats)
         if observation is not None:
-            observation = enrich(observation, memories.get(worker.key), pids)
+            observation = enrich(observation, prev, pids)
         _send(fd, ("observed", worker, observation, dict(errors)))
     live = {w.pid for w in found.workers}
     for group in config.groups:
@@ -234,6 +256,9 @@ def run(
     if pid == 0:  # the child: never returns
         status = 0
         try:
+            # Short-lived: a collection pass here would only touch (and so copy) the
+            # parent's pages for nothing.
+            gc.disable()
             os.close(read_fd)
             _close_inherited(write_fd)
             # Nothing of the agent's pipes may stay open in a child that could hang: the
@@ -248,6 +273,8 @@ def run(
         except BaseException:
             status = 1
             with contextlib.suppress(BaseException):
+                import traceback  # only for a crash: a few ms at every start otherwise
+
                 _send(write_fd, ("crash", traceback.format_exc(limit=4)))
         finally:
             os._exit(status)

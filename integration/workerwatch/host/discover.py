@@ -11,7 +11,6 @@ import glob
 import os
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
 from workerwatch.config import Group
 from workerwatch.host import procfs
@@ -29,11 +28,27 @@ from workerwatch.observations import Worker
 MAX_PIDFILE_BYTES = 64
 
 
-@dataclass
 class Discovery:
-    workers: list[Worker]
-    # Problems met while matching (unreadable pidfile...), for the errors metric.
-    problems: list[tuple[str, str]]
+    """The workers found in one scan of the process table.
+
+    This and ``_Proc`` are plain classes: a dataclass costs about half a millisecond to
+    create at every start-up.
+    """
+
+    __slots__ = ("problems", "stats", "workers")
+
+    def __init__(
+        self,
+        workers: list[Worker],
+        problems: list[tuple[str, str]],
+        stats: dict[int, list[str]] | None = None,
+    ) -> None:
+        self.workers = workers
+        # Problems met while matching (unreadable pidfile...), for the errors metric.
+        self.problems = problems
+        # Each member's /proc/PID/stat fields as read here, so the process probe need not
+        # read the file again (host/process.py).
+        self.stats = stats if stats is not None else {}
 
 
 def unit_from_cgroup(text: str) -> str | None:
@@ -74,14 +89,28 @@ def _all_pids() -> Iterable[int]:
             yield int(entry)
 
 
-@dataclass
 class _Proc:
-    pid: int
-    ppid: int
-    state: str
-    start_ticks: int
-    cmdline: str
-    unit: str | None
+    """The fields of one process that matching and naming need."""
+
+    __slots__ = ("cmdline", "fields", "pid", "ppid", "start_ticks", "state", "unit")
+
+    def __init__(
+        self,
+        pid: int,
+        ppid: int,
+        state: str,
+        start_ticks: int,
+        cmdline: str,
+        unit: str | None,
+        fields: list[str],
+    ) -> None:
+        self.pid = pid
+        self.ppid = ppid
+        self.state = state
+        self.start_ticks = start_ticks
+        self.cmdline = cmdline
+        self.unit = unit
+        self.fields = fields
 
 
 def _could_match(group: Group, pid: int, cmdline: str, pidfile_pids: dict[str, set[int]]) -> bool:
@@ -114,7 +143,7 @@ def _read_proc(
         unit = unit_from_cgroup(read_text(f"/proc/{pid}/cgroup")) if need_unit else None
     except (ProcGone, PermissionError, ValueError, IndexError):
         return None
-    return _Proc(pid, ppid, state, start, cmdline, unit)
+    return _Proc(pid, ppid, state, start, cmdline, unit, fields)
 
 
 def _matches(group: Group, proc: _Proc, pidfile_pids: dict[str, set[int]]) -> bool:
@@ -128,8 +157,17 @@ def _matches(group: Group, proc: _Proc, pidfile_pids: dict[str, set[int]]) -> bo
     )
 
 
-def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
-    """Match every process against every group in one pass over the process table."""
+def discover(
+    groups: Sequence[Group],
+    exclude: Iterable[int] = (),
+    known_units: dict[int, tuple[int, str | None]] | None = None,
+) -> Discovery:
+    """Match every process against every group in one pass over the process table.
+
+    ``known_units`` (pid -> (start ticks, unit)) are units read by an earlier run: a
+    process keeps its cgroup for life in practice, so for the same (pid, start) the
+    ``cgroup`` file is not read again when no group matches on the unit.
+    """
     problems: list[tuple[str, str]] = []
     pidfile_pids = {
         g.name: _read_pidfiles(g.match.pidfile, problems) for g in groups if g.match.pidfile
@@ -161,6 +199,10 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
     if not need_unit:
         # The unit names workers even when matching did not need it; read it only for members.
         for proc in procs.values():
+            known = (known_units or {}).get(proc.pid)
+            if known is not None and known[0] == proc.start_ticks:
+                proc.unit = known[1]
+                continue
             try:
                 proc.unit = unit_from_cgroup(read_text(f"/proc/{proc.pid}/cgroup"))
             except (ProcGone, PermissionError):
@@ -189,7 +231,7 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
                 start_ticks=proc.start_ticks,
             )
         )
-    return Discovery(workers, problems)
+    return Discovery(workers, problems, {pid: proc.fields for pid, proc in procs.items()})
 
 
 _SELF = re.compile(r"(^|[\s/])(-m workerwatch|nri-workerwatch(\.pyz|-[^\s/]*\.pyz)?)(\s|$)")

@@ -40,14 +40,45 @@ def is_log_path(path: str, patterns: Sequence[str]) -> bool:
     return any(fnmatch.fnmatchcase(c, p) for c in candidates for p in patterns)
 
 
-def _fdinfo(pid: int, fd: int) -> tuple[int, int]:
+def _fdinfo(pid: int, fd: int) -> tuple[int, int, int | None]:
+    """(pos, flags, inode) of one fd; the inode is None on kernels before 5.14."""
     pos = flags = 0
+    inode = None
     for line in read_text(f"/proc/{pid}/fdinfo/{fd}", 4096).splitlines():
         if line.startswith("pos:"):
             pos = int(line.split()[1])
         elif line.startswith("flags:"):
             flags = int(line.split()[1], 8)
-    return pos, flags
+        elif line.startswith("ino:"):
+            inode = int(line.split()[1])
+    return pos, flags, inode
+
+
+def _open_fds(pid: int) -> int | None:
+    """How many fds ``pid`` has open: st_size of /proc/PID/fd (Linux 6.2+), else None."""
+    try:
+        count = os.stat(f"/proc/{pid}/fd").st_size
+    except OSError:
+        return None
+    return count or None  # 0 on older kernels, where the size is not the count
+
+
+def _known(
+    pid: int, patterns: Sequence[str] | None, known: dict[int, tuple[str, int]]
+) -> list[LogFd] | None:
+    """The remembered log fds read again, or None when any is no longer the same file."""
+    found = []
+    for fd, (path, inode) in known.items():
+        if patterns is not None and not is_log_path(path, patterns):
+            return None  # the configured patterns changed
+        try:
+            pos, flags, now_inode = _fdinfo(pid, fd)
+        except (ProcGone, OSError):  # closed, or not ours to read: scan the table
+            return None
+        if now_inode != inode or flags & os.O_ACCMODE not in _WRITE_MODES:
+            return None
+        found.append(LogFd(fd=fd, path=path, pos=pos, inode=inode))
+    return found
 
 
 def _coarse(patterns: Sequence[str] | None) -> LogObservation:
@@ -62,8 +93,27 @@ def _coarse(patterns: Sequence[str] | None) -> LogObservation:
     return LogObservation(mtime=newest, source="mtime" if newest is not None else "none")
 
 
-def observe(pid: int, patterns: Sequence[str] | None) -> LogObservation:
-    """Offsets of the log files ``pid`` holds open; ``patterns`` None means any file it writes."""
+def observe(
+    pid: int,
+    patterns: Sequence[str] | None,
+    known: dict[int, tuple[str, int]] | None = None,
+    known_open_fds: int | None = None,
+) -> LogObservation:
+    """Offsets of the log files ``pid`` holds open; ``patterns`` None means any file it writes.
+
+    ``known`` (fd -> (path, inode)) are the log fds an earlier scan of this same process
+    found while it had ``known_open_fds`` fds open. While it still has that many and each
+    of those fds is still the same file (fdinfo's inode) opened for writing, only their
+    fdinfo is read: the scan of the fd table (a readlink per fd, a pattern match per file)
+    is what a worker costs most here. Any difference means a full scan.
+    """
+    open_fds = _open_fds(pid)
+    if known is not None and open_fds is not None and open_fds == known_open_fds:
+        again = _known(pid, patterns, known)
+        if again is not None:
+            return LogObservation(
+                fds=tuple(sorted(again, key=lambda f: f.fd)), source="fd", open_fds=open_fds
+            )
     try:
         entries = os.listdir(f"/proc/{pid}/fd")
     except FileNotFoundError:
@@ -84,15 +134,18 @@ def observe(pid: int, patterns: Sequence[str] | None) -> LogObservation:
         if patterns is not None and not is_log_path(target, patterns):
             continue
         try:
-            pos, flags = _fdinfo(pid, fd)
+            pos, flags, inode = _fdinfo(pid, fd)
         except ProcGone:
             continue
         if flags & os.O_ACCMODE not in _WRITE_MODES:
             continue
-        found.append(LogFd(fd=fd, path=_clean(target), pos=pos))
+        found.append(LogFd(fd=fd, path=_clean(target), pos=pos, inode=inode))
         if len(found) >= MAX_LOG_FDS:
+            # Not every log fd was kept: the count alone cannot vouch for the next run.
+            open_fds = None
             break
-    return LogObservation(fds=tuple(sorted(found, key=lambda f: f.fd)), source="fd")
+    fds = tuple(sorted(found, key=lambda f: f.fd))
+    return LogObservation(fds=fds, source="fd", open_fds=open_fds)
 
 
 MAX_DUMP_BYTES = 1 << 16  # a longer write is not read: it counts as a write

@@ -78,14 +78,17 @@ def _optional(path: str, limit: int = 256) -> str | None:
         raise
 
 
-def observe(pid: int, always_wchan: bool = True) -> ProcessObservation:
+def observe(
+    pid: int, always_wchan: bool = True, proc_stat: list[str] | None = None
+) -> ProcessObservation:
     """Read the process's progress counters; raises ``ProcGone`` if it exited.
 
     ``always_wchan=False`` reads the wait channel only for a main thread in uninterruptible
     sleep (D), the one state whose verdict names it: one file fewer per worker per run.
     """
     ticks = clock_ticks()
-    proc = stat(f"/proc/{pid}/stat")
+    # ``proc_stat``: the whole process's fields as discovery read them moments ago.
+    proc = proc_stat if proc_stat is not None else stat(f"/proc/{pid}/stat")
     main = stat(f"/proc/{pid}/task/{pid}/stat")
     vol, invol = _ctx_switches(read_text(f"/proc/{pid}/task/{pid}/status", 8192))
     wchan = None

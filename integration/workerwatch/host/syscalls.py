@@ -7,7 +7,7 @@ sit in for a long time are listed; anything else is shown as ``syscall_<nr>``.
 
 from __future__ import annotations
 
-import platform
+import os
 
 # name -> (x86_64 number, aarch64 number or None when the call does not exist there)
 _TABLE: dict[str, tuple[int, int | None]] = {
@@ -93,7 +93,8 @@ def table_for(machine: str) -> dict[int, str]:
     return {nums[column]: name for name, nums in _TABLE.items() if nums[column] is not None}
 
 
-_NAMES = table_for(platform.machine())
+# os.uname(), not platform.machine(): the same value without importing platform at start-up.
+_NAMES = table_for(os.uname().machine)
 
 
 def name_of(nr: int, names: dict[int, str] | None = None) -> str:

@@ -7,7 +7,7 @@ of state becomes events; workers remembered but no longer running are judged ``g
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 from workerwatch.config import Config, Group
@@ -16,15 +16,50 @@ from workerwatch.judge.memory import NameRecord, WorkerMemory
 from workerwatch.judge.naming import match_heartbeat, worker_name
 from workerwatch.judge.states import GONE, WorkerVerdict
 from workerwatch.judge.verdict import gone, judge
-from workerwatch.observations import HeartbeatObservation, WorkerObservation
+from workerwatch.observations import (
+    HeartbeatObservation,
+    LogObservation,
+    Worker,
+    WorkerObservation,
+)
 
 
-@dataclass
 class JudgedWorker:
-    verdict: WorkerVerdict
-    memory: WorkerMemory
-    key: str
-    events: list[dict[str, Any]]
+    """One worker's verdict with what is remembered for the next run (a plain class: no
+    dataclass created at start-up for an internal tuple)."""
+
+    __slots__ = ("events", "key", "memory", "verdict")
+
+    def __init__(
+        self, verdict: WorkerVerdict, memory: WorkerMemory, key: str, events: list[dict[str, Any]]
+    ) -> None:
+        self.verdict = verdict
+        self.memory = memory
+        self.key = key
+        self.events = events
+
+
+def remember_log_fds(memory: WorkerMemory, log: LogObservation | None) -> None:
+    """Keep the log fds found this run, so the next run can skip the fd table scan."""
+    if log is None or log.source != "fd" or log.open_fds is None:
+        return
+    if any(f.inode is None for f in log.fds):
+        return  # a kernel without ino: in fdinfo: nothing to confirm the files with
+    memory.log_paths = {f.fd: f.path for f in log.fds}
+    memory.log_inodes = {f.fd: f.inode for f in log.fds if f.inode is not None}
+    memory.open_fds = log.open_fds
+
+
+def remember_unit(memory: WorkerMemory, worker: Worker) -> None:
+    """The unit as the cgroup gave it, for discovery's next run (host/discover.py)."""
+    if worker.start_ticks is None:
+        return
+    unit = worker.unit or ""
+    suffix = f"/{worker.pid}"
+    if unit.endswith(suffix):  # discovery's mark of a unit shared by several workers
+        unit = unit[: -len(suffix)]
+    memory.cgroup_unit = unit
+    memory.start_ticks = worker.start_ticks
 
 
 def judge_worker(
@@ -39,6 +74,8 @@ def judge_worker(
     name = worker_name(worker, observation.heartbeat)
     prev = memories.get(worker.key)
     verdict, memory = judge(observation, name, prev, now, group.stall_after)
+    remember_log_fds(memory, observation.log)
+    remember_unit(memory, worker)
     verdict.started = worker.create_time
     events = []
     previous = names.get(name)

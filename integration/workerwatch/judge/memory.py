@@ -84,6 +84,16 @@ class WorkerMemory:
     blocked_since: float | None = _optional(TIME)
     stalled_since: float | None = _optional(TIME)
     wake_runs: int = field(default=0, metadata={"ge": 0, "le": 2**31})
+    # Which fds were this process's logs at the last scan of its fd table (fd -> path and
+    # fd -> inode) and how many fds it had open then: while the count and each inode are
+    # unchanged, the next run reads only those fds' fdinfo (host/log_offsets.py).
+    log_paths: dict[int, str] | None = _optional({"keys": {"le": 2**31}, "each": NAME})
+    log_inodes: dict[int, int] | None = _optional({"keys": {"le": 2**31}, "each": COUNT})
+    open_fds: int | None = _optional({"ge": 0, "le": 2**31})
+    # The process's systemd unit as its cgroup gave it ("" for none) and its start time in
+    # clock ticks: discovery reads the cgroup again only for another (pid, start).
+    cgroup_unit: str | None = _optional({"max_length": 4096})
+    start_ticks: int | None = _optional(COUNT)
     # When this integration saw the heartbeat change, on its own clock: the beat's own
     # time is the writer's clock, which may be hours off.
     hb_seen: float | None = _optional(TIME)
@@ -124,6 +134,8 @@ class HungStep:
 
 @dataclass
 class RunRecord:
+    """When the last run happened (the interval for count metrics)."""
+
     last: float = field(metadata=TIME)  # when the previous run started
 
 
@@ -161,6 +173,8 @@ class ProbeState:
 
 @dataclass
 class Probes:
+    """What the probes remember: hung steps, the last run, queue-probe state."""
+
     run: RunRecord | None = field(default=None, metadata={"tolerant": True})
     hung: dict[str, HungStep] = field(default_factory=dict, metadata={"tolerant": True})
     swf: ProbeState | None = field(default=None, metadata={"tolerant": True})

@@ -17,6 +17,8 @@ RECOVERY_RUNS = 2  # runs in a row with wakeups that clear a stall without other
 
 @dataclass
 class WorkerVerdict:
+    """One worker's verdict and the figures it rests on."""
+
     name: str
     group: str
     pid: int
@@ -52,6 +54,8 @@ class WorkerVerdict:
 
 @dataclass
 class GroupVerdict:
+    """A group's verdict: workers running, expected and stalled, and why."""
+
     group: str
     running: int
     expected: int | None

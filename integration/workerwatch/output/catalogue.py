@@ -16,6 +16,8 @@ GROUP_ATTRS = ("worker.group",)
 
 @dataclass(frozen=True)
 class MetricSpec:
+    """One metric of the catalogue: its type, unit and attributes."""
+
     name: str
     type: str  # "gauge" or "count" (v4 types we compute ourselves)
     unit: str

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,8 @@ SUMMARISE_ABOVE = 500
 
 @dataclass(frozen=True)
 class Sections:
+    """Which parts of the v4 payload to publish (the agent's data flags)."""
+
     metrics: bool = True
     inventory: bool = True
     events: bool = True
@@ -63,8 +64,14 @@ def metric(
     value: float,
     attributes: dict[str, Any],
     interval_ms: int | None = None,
+    *,
+    shared: bool = False,
 ) -> dict[str, Any]:
-    """One v4 metric; the name and attributes must be in the catalogue."""
+    """One v4 metric; the name and attributes must be in the catalogue.
+
+    ``shared``: ``attributes`` hold no None and are used as they are, one dict for all of a
+    worker's metrics (copying it per metric was a tenth of building a 200-worker payload).
+    """
     spec = CATALOGUE[name]
     allowed = _ALLOWED.get(name)
     if allowed is None:
@@ -76,7 +83,9 @@ def metric(
         "name": name,
         "type": spec.type,
         "value": _value(value),
-        "attributes": {k: v for k, v in attributes.items() if v is not None},
+        "attributes": (
+            attributes if shared else {k: v for k, v in attributes.items() if v is not None}
+        ),
     }
     if spec.type == "count":
         out["interval.ms"] = max(1, int(interval_ms or DEFAULT_INTERVAL_S * 1000))
@@ -85,7 +94,9 @@ def metric(
 
 @functools.cache
 def host_name() -> str:
-    return clean_text(socket.gethostname(), 255)
+    # uname's nodename is what socket.gethostname() returns, without importing socket
+    # (a few ms at every one-shot start).
+    return clean_text(os.uname().nodename, 255)
 
 
 def default_interval_s() -> float:
@@ -97,7 +108,7 @@ def default_interval_s() -> float:
 
 
 def worker_attributes(v: WorkerVerdict) -> dict[str, Any]:
-    return {
+    attrs = {
         "worker.name": v.name,
         "worker.group": v.group,
         "process.pid": v.pid,
@@ -105,6 +116,7 @@ def worker_attributes(v: WorkerVerdict) -> dict[str, Any]:
         # The number-free form: a stable series while the situation is unchanged.
         "worker.reason": clean_text(v.summary or v.reason, MAX_ATTRIBUTE),
     }
+    return {k: value for k, value in attrs.items() if value is not None}
 
 
 def worker_metrics(v: WorkerVerdict, brief: bool = False) -> list[dict[str, Any]]:
@@ -112,21 +124,21 @@ def worker_metrics(v: WorkerVerdict, brief: bool = False) -> list[dict[str, Any]
     attrs = worker_attributes(v)
     ms = int(v.interval_s * 1000) if v.interval_s else None
     out = [
-        metric(catalogue.WORKER_UP, int(v.up), attrs),
-        metric(catalogue.WORKER_STALLED, int(v.stalled), attrs),
+        metric(catalogue.WORKER_UP, int(v.up), attrs, shared=True),
+        metric(catalogue.WORKER_STALLED, int(v.stalled), attrs, shared=True),
     ]
     if not v.up or brief:
         return out
     if v.silent_seconds is not None:
-        out.append(metric(catalogue.LOG_SILENT, v.silent_seconds, attrs))
+        out.append(metric(catalogue.LOG_SILENT, v.silent_seconds, attrs, shared=True))
     if v.bytes_written is not None and ms:
-        out.append(metric(catalogue.LOG_BYTES, v.bytes_written, attrs, ms))
+        out.append(metric(catalogue.LOG_BYTES, v.bytes_written, attrs, ms, shared=True))
     if v.heartbeat_age is not None:
-        out.append(metric(catalogue.HEARTBEAT_AGE, v.heartbeat_age, attrs))
+        out.append(metric(catalogue.HEARTBEAT_AGE, v.heartbeat_age, attrs, shared=True))
     if v.cpu_delta is not None and ms:
-        out.append(metric(catalogue.CPU, v.cpu_delta, attrs, ms))
+        out.append(metric(catalogue.CPU, v.cpu_delta, attrs, ms, shared=True))
     if v.wakeups is not None and ms:
-        out.append(metric(catalogue.WAKEUPS, v.wakeups, attrs, ms))
+        out.append(metric(catalogue.WAKEUPS, v.wakeups, attrs, ms, shared=True))
     if v.blocked_seconds is not None:
         blocked = {**attrs, "blocked.syscall": v.blocked_syscall, "blocked.peer": v.blocked_peer}
         out.append(metric(catalogue.BLOCKED, v.blocked_seconds, blocked))
