@@ -29,7 +29,7 @@ from typing import Any
 
 from workerwatch import log
 from workerwatch.config import Config, Group
-from workerwatch.host import heartbeat_files, log_offsets, peer, process
+from workerwatch.host import heartbeat_files, log_offsets, peer, process, supervision
 from workerwatch.host.discover import discover
 from workerwatch.host.procfs import ProcGone
 from workerwatch.judge.memory import WorkerMemory
@@ -104,6 +104,23 @@ def enrich(observation: WorkerObservation, prev: WorkerMemory | None) -> WorkerO
     return replace(observation, **update) if update else observation
 
 
+def _supervision(
+    observation: WorkerObservation, prev: WorkerMemory | None, writers: dict[int, set[str]]
+) -> WorkerObservation:
+    """A worker's work horse (the newest, when it has several), or what its pool process
+    waits for from its parent (README "Pools and work horses")."""
+    worker, proc = observation.worker, observation.process
+    for pid in sorted(worker.horses, reverse=True):
+        horse = supervision.observe_horse(pid, prev)
+        if horse is not None:
+            return replace(observation, horse=horse)
+    if worker.parent is not None and proc is not None:
+        how = supervision.waits_for_parent(worker.pid, worker.parent, proc, writers)
+        if how is not None:
+            return replace(observation, waits_for_parent=how)
+    return observation
+
+
 @dataclass
 class HostSnapshot:
     discovered: bool = False
@@ -143,6 +160,7 @@ def _child(
     _send(fd, ("discovered", found.workers, dict(errors)))
     # /proc evidence first, heartbeat files after: a heartbeat directory on a dead mount
     # must not keep every worker from being judged.
+    writers: dict[int, set[str]] = {}  # per parent pid: the pipes it holds for writing
     for worker in found.workers:
         step = f"pid:{worker.pid}"
         if step in skip:
@@ -153,6 +171,7 @@ def _child(
         observation = observe_worker(worker, groups[worker.group], errors)
         if observation is not None:
             observation = enrich(observation, memories.get(worker.key))
+            observation = _supervision(observation, memories.get(worker.key), writers)
         _send(fd, ("observed", worker, observation, dict(errors)))
     live = {w.pid for w in found.workers}
     for group in config.groups:

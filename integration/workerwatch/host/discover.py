@@ -24,7 +24,11 @@ from workerwatch.host.procfs import (
     clock_ticks,
     read_text,
 )
+from workerwatch.host.syscalls import name_of
 from workerwatch.observations import Worker
+
+# A supervisor parked in these waits for the child it forked to finish its job.
+_WAITS_FOR_CHILD = frozenset({"wait4", "waitid"})
 
 MAX_PIDFILE_BYTES = 64
 
@@ -166,6 +170,10 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
             except (ProcGone, PermissionError):
                 proc.unit = None
 
+    horses = _horses(procs, members)
+    for pid in horses:
+        del procs[pid]
+
     # A unit names a worker only when it holds exactly one top-level member: workers under
     # supervisord, cron or a user session share one unit, and children share their parent's.
     roots: dict[str, int] = {}
@@ -179,6 +187,7 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
         parent = procs.get(proc.ppid)
         if unit and (roots.get(unit, 0) > 1 or (parent is not None and parent.unit == unit)):
             unit = f"{unit}/{pid}"
+        pool = parent is not None and members[parent.pid] is members[pid]
         workers.append(
             Worker(
                 group=members[pid].name,
@@ -187,9 +196,50 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
                 unit=unit,
                 cmdline=proc.cmdline[:1024],
                 start_ticks=proc.start_ticks,
+                parent=proc.ppid if pool else None,
+                parent_key=f"{proc.ppid}:{parent.start_ticks}" if pool and parent else None,
+                horses=tuple(sorted(h for h, owner in horses.items() if owner == pid)),
             )
         )
     return Discovery(workers, problems)
+
+
+def _horses(procs: dict[int, _Proc], members: dict[int, Group]) -> dict[int, int]:
+    """Work horses: {child pid: parent pid} for the members whose parent, a member of the
+    same group, waits for them in wait4/waitid (RQ forks one per job and waits for it).
+
+    A member child its parent does not wait for is a pool process (Celery prefork: the
+    parent sits in its event loop) and stays a worker of its own. Only the parents of
+    member children are asked, one read of their main thread's syscall file each.
+    """
+    waiting: dict[int, int | None] = {}  # parent pid -> the pid it waits for (-1: any)
+    horses: dict[int, int] = {}
+    for pid, proc in procs.items():
+        parent = procs.get(proc.ppid)
+        if parent is None or members[parent.pid] is not members[pid]:
+            continue
+        if parent.pid not in waiting:
+            waiting[parent.pid] = _waits_for(parent.pid)
+        target = waiting[parent.pid]
+        if target is not None and target in (-1, pid):
+            horses[pid] = parent.pid
+    return horses
+
+
+def _waits_for(pid: int) -> int | None:
+    """The child pid the process's main thread waits for (-1: any child), or None."""
+    try:
+        parts = read_text(f"/proc/{pid}/syscall", 256).split()
+    except (ProcGone, PermissionError):
+        return None
+    if len(parts) < 3 or not parts[0].isdigit() or name_of(int(parts[0])) not in _WAITS_FOR_CHILD:
+        return None
+    if name_of(int(parts[0])) == "waitid":
+        # waitid(idtype, id, ...): P_PID (1) names one child; P_ALL and P_PGID stand for any.
+        return int(parts[2], 16) if int(parts[1], 16) == 1 else -1
+    target = int(parts[1], 16)
+    # wait4(pid, ...): a positive pid is that child; -1 (or a group) any child.
+    return target if 0 < target < 1 << 31 else -1
 
 
 _SELF = re.compile(r"(^|[\s/])(-m workerwatch|nri-workerwatch(\.pyz|-[^\s/]*\.pyz)?)(\s|$)")

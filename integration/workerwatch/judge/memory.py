@@ -69,6 +69,13 @@ class WorkerMemory:
     stalled_since: float | None = _optional(TIME)
     others_voluntary: int | None = _optional(COUNT)
     wake_runs: int = field(default=0, metadata={"ge": 0, "le": 2**31})
+    # A pool process: its parent's key, so its end while the parent lives is a recycling.
+    parent_key: str | None = _optional(NAME)
+    # The work horse seen last run (pid:start ticks), its counters, and when it last moved.
+    horse_key: str | None = _optional(NAME)
+    horse_cpu: float | None = _optional(COUNT)
+    horse_voluntary: int | None = _optional(COUNT)
+    horse_progress: float | None = _optional(TIME)
 
 
 @dataclass
