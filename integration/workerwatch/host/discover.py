@@ -206,23 +206,28 @@ def discover(groups: Sequence[Group], exclude: Iterable[int] = ()) -> Discovery:
 
 def _horses(procs: dict[int, _Proc], members: dict[int, Group]) -> dict[int, int]:
     """Work horses: {child pid: parent pid} for the members whose parent, a member of the
-    same group, waits for them in wait4/waitid (RQ forks one per job and waits for it).
+    same group, waits for them in wait4/waitid (RQ forks one per job and waits for it by
+    its pid).
 
     A member child its parent does not wait for is a pool process (Celery prefork: the
     parent sits in its event loop) and stays a worker of its own. Only the parents of
     member children are asked, one read of their main thread's syscall file each.
     """
-    waiting: dict[int, int | None] = {}  # parent pid -> the pid it waits for (-1: any)
-    horses: dict[int, int] = {}
+    children: dict[int, list[int]] = {}  # parent pid -> its member children
     for pid, proc in procs.items():
         parent = procs.get(proc.ppid)
-        if parent is None or members[parent.pid] is not members[pid]:
+        if parent is not None and members[parent.pid] is members[pid]:
+            children.setdefault(parent.pid, []).append(pid)
+    horses: dict[int, int] = {}
+    for parent, kids in children.items():
+        target = _waits_for(parent)
+        if target is None:
             continue
-        if parent.pid not in waiting:
-            waiting[parent.pid] = _waits_for(parent.pid)
-        target = waiting[parent.pid]
-        if target is not None and target in (-1, pid):
-            horses[pid] = parent.pid
+        # Waiting for one named child makes that child the job; waiting for any child
+        # makes its only member child the job, while several are a pool it supervises.
+        for pid in kids:
+            if target == pid or (target == -1 and len(kids) == 1):
+                horses[pid] = parent
     return horses
 
 
