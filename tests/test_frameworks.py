@@ -93,10 +93,9 @@ class Run:
     def events(self, window: float) -> list[dict[str, Any]]:
         return [e for d in self.payloads[window]["data"] for e in d["events"]]
 
-    def running(self, window: float) -> dict[str, float]:
+    def running(self, window: float, name: str = "workerwatch.group.running") -> dict[str, float]:
         return {
-            m["attributes"]["worker.group"]: m["value"]
-            for m in find(self.payloads[window], "workerwatch.group.running")
+            m["attributes"]["worker.group"]: m["value"] for m in find(self.payloads[window], name)
         }
 
 
@@ -485,11 +484,13 @@ def test_finished_rq_horses_leave_no_gone_worker_and_no_event(scene):
 
 
 @in_scene
-def test_group_running_counts_the_workers_started_not_pools_or_horses(scene):
+def test_group_running_counts_the_workers_started_and_pools_apart(scene):
     expected = {"celery-prefork": 2, "celery-solo": 1, "celery-threads": 1, "rq": 2, "rq-simple": 2}
     for window in (SHORT, LONG):
         for run in scene.runs:
             assert run.running(window) == expected, (run.at, window)
+            pools = run.running(window, "workerwatch.group.poolProcesses")
+            assert pools == {**dict.fromkeys(expected, 0), "celery-prefork": 4}, (run.at, window)
             # Pool processes stay visible one by one, each with its own verdict.
             pids = set(run.verdicts(window))
             assert set(scene.pool("prefork-idle")) <= pids
