@@ -37,18 +37,18 @@ def observe_horse(pid: int, prev: WorkerMemory | None) -> HorseObservation | Non
         cmdline=cmdline[:1024],
         process=proc,
     )
-    if proc.syscall_fd is not None and _still(horse, proc, prev):
+    if proc.syscall_fd is not None and proc.state != "R" and _may_stall(horse, proc, prev):
         horse = HorseObservation(**{**horse.__dict__, "peer": peer.resolve(pid, proc.syscall_fd)})
     return horse
 
 
-def _still(horse: HorseObservation, proc: ProcessObservation, prev: WorkerMemory | None) -> bool:
-    return (
-        prev is not None
-        and prev.horse_key == horse.key
-        and prev.horse_voluntary == proc.main_voluntary
-        and prev.horse_cpu == proc.cpu_seconds
-    )
+def _may_stall(
+    horse: HorseObservation, proc: ProcessObservation, prev: WorkerMemory | None
+) -> bool:
+    """No progress since the last run, or a first sight (a horse is timed from its start)."""
+    if prev is None or prev.horse_key != horse.key:
+        return True
+    return prev.horse_voluntary == proc.main_voluntary and prev.horse_cpu == proc.cpu_seconds
 
 
 def waits_for_parent(
