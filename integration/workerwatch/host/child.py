@@ -24,16 +24,17 @@ import sys
 import time
 import traceback
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workerwatch import log
 from workerwatch.config import Config, Group
-from workerwatch.host import heartbeat_files, log_offsets, peer, process, supervision
+from workerwatch.host import heartbeat_files, log_offsets, peer, process, supervision, work
 from workerwatch.host.discover import discover
 from workerwatch.host.procfs import ProcGone
 from workerwatch.judge.memory import WorkerMemory
-from workerwatch.judge.verdict import delegates_to_threads, no_progress_since
+from workerwatch.judge.verdict import no_progress_since
 from workerwatch.observations import HeartbeatObservation, Worker, WorkerObservation
 
 _LENGTH = struct.Struct(">I")
@@ -86,22 +87,31 @@ def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> Worker
     return WorkerObservation(worker=worker, log=logs, process=proc, notes=tuple(notes))
 
 
-def enrich(observation: WorkerObservation, prev: WorkerMemory | None) -> WorkerObservation:
+def enrich(
+    observation: WorkerObservation, prev: WorkerMemory | None, exclude: Collection[int] = ()
+) -> WorkerObservation:
     """The costlier evidence, only for a worker whose main thread did not move since last run.
 
-    The socket peer of the fd it waits on, and when it waits on no fd while other threads
-    exist, those threads' wakeups (has it handed the work to them, or are they idle too?).
+    Where the main thread waits, with its timeout and the socket peer; when that is not a
+    socket, the worker's other threads and its descendants (not in ``exclude``, the pids
+    another group's worker has), where its work then happens (``host.work``).
     """
     proc = observation.process
     if proc is None or prev is None or not no_progress_since(proc, prev):
         return observation
-    update: dict[str, Any] = {}
-    if proc.syscall_fd is not None:
-        update["peer"] = peer.resolve(observation.worker.pid, proc.syscall_fd)
-    elif delegates_to_threads(proc):
-        others = process.others_voluntary(observation.worker.pid)
-        update["process"] = replace(proc, others_voluntary=others)
-    return replace(observation, **update) if update else observation
+    pid = observation.worker.pid
+    try:
+        main, tree = work.observe(pid, proc.threads, exclude, prev.peers or {})
+    except ProcGone:
+        return observation
+    except OSError as exc:
+        log.error(f"wait probe for pid {pid}: {exc}")
+        return observation
+    if main is None:  # no ptrace access: the fd syscall's peer as before
+        if proc.syscall_fd is None:
+            return observation
+        return replace(observation, peer=peer.resolve(pid, proc.syscall_fd))
+    return replace(observation, process=replace(proc, main_wait=main), peer=main.peer, tree=tree)
 
 
 def _supervision(
@@ -161,6 +171,7 @@ def _child(
     # /proc evidence first, heartbeat files after: a heartbeat directory on a dead mount
     # must not keep every worker from being judged.
     writers: dict[int, set[str]] = {}  # per parent pid: the pipes it holds for writing
+    pids = frozenset(w.pid for w in found.workers)
     for worker in found.workers:
         step = f"pid:{worker.pid}"
         if step in skip:
@@ -170,7 +181,7 @@ def _child(
         errors = Counter()
         observation = observe_worker(worker, groups[worker.group], errors)
         if observation is not None:
-            observation = enrich(observation, memories.get(worker.key))
+            observation = enrich(observation, memories.get(worker.key), pids)
             observation = _supervision(observation, memories.get(worker.key), writers)
         _send(fd, ("observed", worker, observation, dict(errors)))
     live = {w.pid for w in found.workers}

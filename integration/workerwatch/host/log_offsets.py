@@ -22,8 +22,10 @@ from workerwatch.observations import LogFd, LogObservation
 MAX_LOG_FDS = 64
 _WRITE_MODES = (os.O_WRONLY, os.O_RDWR)
 _NOT_FILES = ("socket:", "pipe:", "anon_inode:", "/dev/", "/proc/", "/sys/", "/memfd:")
-# Rotated names still count as the log they were: worker.log.1, worker.log-20261127.
-_ROTATED = re.compile(r"(\.\d+|-\d{8}(\d{2})?)$")
+# Rotated names still count as the log they were: worker.log.1, logrotate's dateext names
+# (worker.log-20261127, worker.log-2026112712 with %H, dateformat -%Y-%m-%d), and any of
+# them compressed (compresscmd gzip, bzip2, xz, zstd).
+_ROTATED = re.compile(r"(\.\d+|-\d{8}(\d{2})?|-\d{4}-\d{2}-\d{2})(\.(gz|bz2|xz|zst))?$")
 
 
 def _clean(path: str) -> str:

@@ -24,6 +24,7 @@ from workerwatch.host.procfs import (
     CUTIME,
     NUM_THREADS,
     PPID,
+    STARTTIME,
     STATE,
     STIME,
     UTIME,
@@ -58,6 +59,7 @@ class ProcessSample:
 
     pid: int
     ppid: int
+    start_ticks: int  # start time in clock ticks since boot: (pid, start) names it for good
     depth: int  # 1 for a child, 2 for a grandchild ...
     cmdline: str
     state: str  # of its main thread
@@ -184,6 +186,7 @@ def process(pid: int, depth: int = 1) -> ProcessSample:
     return ProcessSample(
         pid=pid,
         ppid=int(fields[PPID]),
+        start_ticks=int(fields[STARTTIME]),
         depth=depth,
         cmdline=cmdline.replace("\x00", " ").strip(),
         state=fields[STATE],
