@@ -107,8 +107,10 @@ def _horse(
         story = (f"{where}, 0 wakeups in {ago(no_progress_for)}", where)
         verdict.blocked_syscall, verdict.blocked_peer = proc.syscall, horse.peer
         verdict.blocked_seconds = no_progress_for
+    elif verdict.state == STALLED:
+        return  # stalled by the work-tree rules (something beneath the horse): their reason
     else:
-        state = verdict.state if verdict.state != STALLED else IDLE
+        state = verdict.state
         doing = f"in {proc.syscall}" if blocked else "running"
         story = (f"waits for {who}, {doing}", f"waits for {who}")
     verdict.state = memory.state = state
