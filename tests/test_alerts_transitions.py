@@ -253,10 +253,10 @@ def test_every_dashboard_transition_settles_in_one_apply(
         # What the account holds, read without the diff's projection: thresholds and legends
         # as the definition says, including their absence.
         sent = dashboard_input(doc.dashboard, ACCOUNT, {})
-        for page_sent, page_stored in zip(sent["pages"], stored["pages"]):  # noqa: B905 (3.9)
+        for page_sent, page_stored in zip(sent["pages"], stored["pages"]):
             assert page_stored.get("description") == page_sent.get("description"), name
             assert len(page_stored["widgets"]) == len(page_sent["widgets"]), name
-            for w_sent, w_stored in zip(page_sent["widgets"], page_stored["widgets"]):  # noqa: B905
+            for w_sent, w_stored in zip(page_sent["widgets"], page_stored["widgets"]):
                 for key in ("thresholds", "legend", "nrqlQueries"):
                     have = w_stored["rawConfiguration"].get(key) or None
                     want = w_sent["rawConfiguration"].get(key) or None

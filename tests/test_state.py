@@ -81,7 +81,8 @@ def test_unwritable_directory_still_runs(tmp_path):
     target.write_text("x")
     with FileStateStore(str(target / "state")) as store:
         store.save(SavedState())  # must not raise
-        assert store.problems and "unusable" in store.problems[0]
+        assert store.problems and "not writable: Not a directory" in store.problems[0]
+        assert store.unusable == f"state_dir {target / 'state'} not writable: Not a directory"
 
 
 def test_a_second_run_waits_for_the_lock_then_goes_read_only(tmp_path):

@@ -10,6 +10,7 @@ deadline. Judging (``judge.fleet``) happens here, in the parent.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import threading
 import time
 from collections import Counter
@@ -22,7 +23,7 @@ from workerwatch.host import child
 from workerwatch.host.procfs import start_ticks
 from workerwatch.judge import fleet
 from workerwatch.judge.memory import HungStep, Probes, RunRecord, WorkerMemory
-from workerwatch.judge.states import GroupVerdict, WorkerVerdict
+from workerwatch.judge.states import UNKNOWN, GroupVerdict, WorkerVerdict
 from workerwatch.judge.verdict import judge_group
 from workerwatch.observations import MetricSample
 from workerwatch.state import StateStore
@@ -43,6 +44,17 @@ class RunResult:
 def live_hung_steps(hung: dict[str, HungStep]) -> dict[str, HungStep]:
     """The remembered hung steps whose probe child is still the same live process."""
     return {step: h for step, h in hung.items() if start_ticks(h.pid) == h.start}
+
+
+def without_history(verdict: WorkerVerdict, why: str) -> WorkerVerdict:
+    """An ``unknown`` verdict for want of a previous run, with the reason there is none."""
+    if verdict.state != UNKNOWN:
+        return verdict
+    return dataclasses.replace(
+        verdict,
+        reason=f"no saved state ({why}): cannot compare runs",
+        summary="no saved state: cannot compare runs",
+    )
 
 
 class Collector:
@@ -107,6 +119,13 @@ class Collector:
         )
 
         verdicts = [j.verdict for j in judged]
+        if store.unusable is not None and state.probes.run is None:
+            # No previous run to compare with, and none will be saved for the next: say so
+            # rather than promise a verdict "from the next run" that never comes.
+            verdicts = [
+                without_history(j.verdict, store.unusable) if j.key not in memories else j.verdict
+                for j in judged
+            ]
         events = [e for j in judged for e in j.events]
         new_memories: dict[str, WorkerMemory] = {j.key: j.memory for j in judged}
         live_keys = {w.key for w in host.workers}

@@ -13,7 +13,7 @@ from workerwatch.output.catalogue import CATALOGUE
 
 # A metric attribute's value. Spelled with Union: ``records`` evaluates the annotations that
 # use it at run time, where ``str | int`` inside brackets needs CPython 3.10.
-AttributeValue = Union[str, int, float, bool]  # noqa: UP007
+AttributeValue = Union[str, int, float, bool]
 
 
 @dataclass(frozen=True)

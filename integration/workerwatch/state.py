@@ -53,6 +53,9 @@ class StateStore:
         self.state: SavedState | None = None
         self.raw: dict[str, Any] | None = None  # as read from the file, not yet checked
         self.problems: list[str] = []
+        # Why no state can be kept between runs (None: it can): said in the verdicts that
+        # stay unknown for want of a previous run.
+        self.unusable: str | None = None
 
     def load(self, now: float) -> SavedState:
         if self.state is None:
@@ -71,9 +74,17 @@ class StateStore:
         """Forget everything (long-running mode after repeated failures)."""
         self.state, self.raw = SavedState(), None
 
-    def _problem(self, message: str) -> None:
+    def _problem(self, message: str, error: bool = False) -> None:
+        """Said once and counted in ``errors{probe=state}``. ``error``: an [ERR] line, for a
+        state that cannot be kept or saved. The agent logs an integration's [INFO]/[WARN]
+        lines at debug level only, and [ERR]/[FATAL] as errors (infrastructure-agent
+        ``internal/integrations/v4/runner/runner.go`` ``handleStderr``: "We only want to
+        respect Fatal and Error levels"), so a [WARN] here would leave every verdict
+        ``unknown`` with nothing in the agent's log at its default level. Those error lines
+        carry the ``integration-errors`` component, filtered by default since agent 1.50
+        (docs/operating.md says how to include them); the metric is seen either way."""
         self.problems.append(message)
-        log.warn(message)
+        (log.error if error else log.warn)(message)
 
     def _dropped(self, dropped: list[str]) -> None:
         shown = "; ".join(dropped[:MAX_REPORTED])
@@ -112,7 +123,12 @@ class FileStateStore(StateStore):
                 0o600,
             )
         except OSError as exc:
-            self._problem(f"state dir {self.state_dir} unusable ({exc.strerror}); no deltas")
+            self.unusable = f"state_dir {self.state_dir} not writable: {exc.strerror or exc}"
+            self._problem(
+                f"{self.unusable}; nothing is kept between runs, so a worker's verdict "
+                f"stays unknown (make it writable for this user, or set state_dir)",
+                error=True,
+            )
             self.writable = False
             return self
         deadline = time.monotonic() + self.lock_wait
@@ -184,7 +200,9 @@ class FileStateStore(StateStore):
             tmp = None
         except (OSError, ValueError) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self._problem(f"state file {self.path} not saved ({reason}); deltas lost next run")
+            self._problem(
+                f"state file {self.path} not saved ({reason}); deltas lost next run", error=True
+            )
         finally:
             if tmp is not None:
                 with contextlib.suppress(OSError):

@@ -50,7 +50,7 @@ def show(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         return str(value)
     return json.dumps(value, ensure_ascii=False)
 
@@ -73,6 +73,6 @@ def project(live: Any, desired: Any) -> Any:
         return [
             project(item, desired[i]) if i < len(desired) else item for i, item in enumerate(live)
         ]
-    if isinstance(desired, float) and isinstance(live, int | float) and not isinstance(live, bool):
+    if isinstance(desired, float) and isinstance(live, (int, float)) and not isinstance(live, bool):
         return float(live)
     return live

@@ -37,7 +37,7 @@ def _threshold(value: Any) -> float:
     # A duration string is allowed so thresholds on *Seconds metrics read as "15m".
     if isinstance(value, bool):
         raise ValueError("expected a number, got a boolean")
-    if isinstance(value, int | float):
+    if isinstance(value, (int, float)):
         number = float(value)
     elif isinstance(value, str):
         try:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Union
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-Value = bool | int | float | str
+# Union, not ``bool | int | ...``: a module-level alias is evaluated at import, and ``|``
+# between types needs CPython 3.10.
+Value = Union[bool, int, float, str]
 
 _NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 _TOKEN = re.compile(r"\$\$|\$\{(" + _NAME + r")\}|\$\{([^}]*)\}?")
@@ -53,7 +55,7 @@ class Parameter(BaseModel):
 
 
 def check_value(param: Parameter, value: Value) -> Value:
-    if isinstance(value, int | float) and not isinstance(value, bool):
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError("must be a finite number")
         if param.min is not None and value < param.min:

@@ -113,7 +113,7 @@ def read_payloads(lines: Iterable[str], where: str = "payloads") -> list[Point]:
             for m in dataset.get("metrics") or []:
                 when = m.get("timestamp", stamp)
                 value = m.get("value")
-                if not isinstance(when, int | float) or not isinstance(value, int | float):
+                if not isinstance(when, (int, float)) or not isinstance(value, (int, float)):
                     continue
                 # The agent reads values below 252489600000 as seconds (protocol v4, Metric.Time).
                 seconds = when / 1000 if when >= 252_489_600_000 else float(when)

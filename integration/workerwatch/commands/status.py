@@ -113,8 +113,9 @@ def _cells(w: dict[str, Any]) -> list[str]:
 HEADERS = ["WORKER", "STATE", "PID", "UPTIME", "LOG SILENT", "HEARTBEAT", "TASK", "BLOCKED", "CPU"]
 
 
-def render(doc: dict[str, Any], colour: bool = False, width: int = 120) -> str:
-    """The human table; reasons on their own indented line so nothing is cut."""
+def render(doc: dict[str, Any], colour: bool = False, width: int | None = None) -> str:
+    """The human table; reasons on their own indented line, cut to ``width`` columns only
+    when given (a terminal): piped into a file, grep or a ticket, they stay whole."""
 
     def paint(text: str, state: str) -> str:
         code = _COLOURS.get(state)
@@ -139,7 +140,7 @@ def render(doc: dict[str, Any], colour: bool = False, width: int = 120) -> str:
             lines.append("  " + paint(text, w["state"]))
             if w["reason"]:
                 reason = w["reason"]
-                limit = max(40, width - 6)
+                limit = max(40, width - 6) if width else len(reason)
                 lines.append(
                     "      " + (reason if len(reason) <= limit else reason[: limit - 1] + "…")
                 )
@@ -224,9 +225,10 @@ def main(argv: Sequence[str]) -> int:
                         json.dumps(doc, separators=(",", ":"), allow_nan=False, default=str) + "\n"
                     )
             else:
-                width = 120
-                with contextlib.suppress(OSError):
-                    width = os.get_terminal_size(sys.stdout.fileno()).columns
+                width = None
+                if sys.stdout.isatty():
+                    with contextlib.suppress(OSError):
+                        width = os.get_terminal_size(sys.stdout.fileno()).columns
                 out = render(doc, colour, width)
                 if clear:
                     out = "\x1b[H\x1b[2J" + out

@@ -12,33 +12,46 @@ import re
 from typing import Any
 
 from workerwatch import INTEGRATION_NAME
+from workerwatch.config.load import yaml_problem
+from workerwatch.config.model import ConfigError
 
 AGENT_CONFIG_DIR = "/etc/newrelic-infra/integrations.d"
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
 
 def agent_entries(path: str) -> list[tuple[str, Any]]:
-    """(label, inline config) of nri-workerwatch entries in one agent config file."""
+    """(label, inline config) of nri-workerwatch entries in one agent config file; a file
+    that cannot be read or parsed has none (``read_entries`` says why)."""
+    try:
+        return read_entries(path)
+    except ConfigError:
+        return []
+
+
+def read_entries(path: str) -> list[tuple[str, Any]]:
+    """(label, inline config) of the nri-workerwatch entries of one agent config file, in
+    file order; ``ConfigError`` when the file cannot be read or is not YAML."""
     import yaml
 
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read(1_000_000)
-    except OSError:
-        return []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"agent config {path}: cannot read: {exc}") from None
 
     # The agent replaces {{VAR}} from its own environment before parsing the YAML
     # (pkg/config/envvar/envvar.go); do the same so the config reads as the agent sees it.
     def env(match: re.Match[str]) -> str:
         return os.environ.get(match.group(1), match.group(0))
 
+    text = _PLACEHOLDER.sub(env, text)
     try:
-        data = yaml.safe_load(_PLACEHOLDER.sub(env, text))
-    except yaml.YAMLError:
-        return []
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"agent config {path}: {yaml_problem(exc, text)}") from None
     out = []
     entries = data.get("integrations") if isinstance(data, dict) else None
-    for entry in entries if isinstance(entries, list) else []:
+    for number, entry in enumerate(entries if isinstance(entries, list) else [], 1):
         if not isinstance(entry, dict) or "config" not in entry:
             continue
         command = entry.get("exec")
@@ -46,20 +59,33 @@ def agent_entries(path: str) -> list[tuple[str, Any]]:
         if entry.get("name") == INTEGRATION_NAME or any(
             str(w).rstrip("/").endswith(INTEGRATION_NAME) for w in words
         ):
-            out.append((f"{path} (inline config of {entry.get('name')})", entry["config"]))
+            label = f"{path} (inline config of integrations entry {number}, {entry.get('name')})"
+            out.append((label, entry["config"]))
     return out
+
+
+def as_text(inline: Any) -> str:
+    """The inline ``config:`` as YAML text (the agent writes a mapping out the same way)."""
+    import yaml
+
+    return inline if isinstance(inline, str) else yaml.safe_dump(inline)
+
+
+def agent_files(source: str) -> list[str]:
+    """The agent config files of a directory (``*.yml`` then ``*.yaml``, as the agent reads
+    them), or the one file given."""
+    if not os.path.isdir(source):
+        return [source]
+    return sorted(glob.glob(os.path.join(source, "*.yml"))) + sorted(
+        glob.glob(os.path.join(source, "*.yaml"))
+    )
 
 
 def find_agent_config(directory: str = AGENT_CONFIG_DIR) -> tuple[str, str] | None:
     """(label, YAML text) of the first inline nri-workerwatch config in the agent's files."""
-    import yaml
-
-    for path in sorted(glob.glob(os.path.join(directory, "*.yml"))) + sorted(
-        glob.glob(os.path.join(directory, "*.yaml"))
-    ):
+    for path in agent_files(directory):
         for label, inline in agent_entries(path):
-            text = inline if isinstance(inline, str) else yaml.safe_dump(inline)
-            return label, text
+            return label, as_text(inline)
     return None
 
 
@@ -70,7 +96,5 @@ def inline_config(source: str) -> tuple[str, str] | None:
     entries = agent_entries(source)
     if not entries:
         return None
-    import yaml
-
     label, inline = entries[0]
-    return label, inline if isinstance(inline, str) else yaml.safe_dump(inline)
+    return label, as_text(inline)

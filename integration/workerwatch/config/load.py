@@ -52,15 +52,28 @@ def _yaml(text: str, path: str) -> dict[str, Any]:
     except _TooBig as exc:
         raise ConfigError(f"config {path}: {exc}") from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"config {path}: not valid YAML{where}: {problem}") from None
+        raise ConfigError(f"config {path}: {yaml_problem(exc, text)}") from None
     if data is None:
         raise ConfigError(f"config {path}: the file is empty")
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: expected a mapping at the top level")
     return data
+
+
+def yaml_problem(exc: Exception, text: str) -> str:
+    """A YAML parse error in one phrase: where, and what (a tab is called a tab)."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if (mark and _char_at(text, mark.line, mark.column) == "\t") or "tab" in problem:
+        # libyaml says only "found character that cannot start any token" for a tab.
+        problem = "a tab character; YAML indents with spaces only"
+    return f"not valid YAML{where}: {problem}"
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.splitlines()
+    return lines[line][column : column + 1] if 0 <= line < len(lines) else ""
 
 
 def parse(text: str, path: str = "<config>") -> Config:

@@ -13,6 +13,7 @@ agent's every-30-seconds path reuses the validated result (see ``load``).
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import functools
 import typing
 from typing import Annotated, Any, Literal, Union
@@ -66,7 +67,7 @@ def _translate(kind: Any, each: dict[str, Any]) -> Any:
 
 def _field(spec: records.FieldSpec) -> tuple[Any, Any]:
     kinds = tuple(_translate(k, spec.meta.get("each", {})) for k in spec.kinds)
-    kind = kinds[0] if len(kinds) == 1 else Union[kinds]  # noqa: UP007 - built at run time
+    kind = kinds[0] if len(kinds) == 1 else Union[kinds]
     if spec.factory is not dataclasses.MISSING:
         default = Field(default_factory=spec.factory)
     elif spec.default is not dataclasses.MISSING:
@@ -95,22 +96,61 @@ def model_of(cls: type) -> type[BaseModel]:
     )
 
 
+def _keys_at(loc: tuple[Any, ...]) -> list[str]:
+    """The keys a record accepts at ``loc`` (a pydantic error location), for suggestions."""
+    kind: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue  # a list item: the item's record is found with its field below
+        if not records.is_record(kind):
+            return []
+        spec = next((f for f in records.fields_of(kind) if f.name == part), None)
+        if spec is None:
+            return []
+        kind = next((k for k in spec.kinds if k is not type(None)), None)
+        if typing.get_origin(kind) is list:
+            (kind,) = typing.get_args(kind)
+    return [f.name for f in records.fields_of(kind)] if records.is_record(kind) else []
+
+
 def describe(exc: ValidationError, path: str) -> str:
+    """One line: the first problem, unknown keys first (a misspelled key also makes the key
+    it meant "required"; naming the typo is what helps), with the key it probably meant."""
+    errors = exc.errors()
+    unknown = [e for e in errors if e["type"] == "extra_forbidden"]
+    meant: set[tuple[Any, ...]] = set()
     problems = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+    for err in unknown:
+        loc = tuple(err["loc"])
+        close = difflib.get_close_matches(str(loc[-1]), _keys_at(loc[:-1]), n=1, cutoff=0.6)
+        hint = f"did you mean {close[0]}?" if close else "check the spelling"
+        if close:
+            meant.add((*loc[:-1], close[0]))
+        problems.append(f"{_where(loc)}: unknown key ({hint})")
+    for err in errors:
+        loc = tuple(err["loc"])
+        if err["type"] == "extra_forbidden" or (err["type"] == "missing" and loc in meant):
+            continue  # said above, or the key a typo above was meant to be
         msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key (check the spelling)"
-        elif msg.startswith("Value error, "):
+        if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
-        problems.append(f"{where}: {msg}")
+        problems.append(f"{_where(loc)}: {msg}")
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"config {path}: {problems[0]}{more}"
 
 
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "(top level)"
+
+
 def validate(data: Any, path: str) -> dict[str, Any]:
     """Validated, normalised plain data (durations in seconds, defaults filled in)."""
+    if isinstance(data, dict) and "integrations" in data and "groups" not in data:
+        # The agent's own file (integrations.d) holds our config inline, under one entry.
+        raise ConfigError(
+            f"config {path}: this is an agent integrations.d file (top-level integrations:), "
+            f"not an nri-workerwatch config; pass it with --agent-config {path}"
+        )
     try:
         return model_of(Config).model_validate(data).model_dump(mode="json")
     except ValidationError as exc:
