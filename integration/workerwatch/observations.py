@@ -57,6 +57,9 @@ class LogObservation:
     # because a shared file stays fresh while any worker writes.
     mtime: float | None = None
     source: str = "fd"  # "fd", "mtime" or "none"
+    # Log fds whose bytes since the previous run are only a Python stack dump (faulthandler,
+    # the heartbeat library's SIGUSR1 handler): someone asked a hung worker where it is.
+    stack_dumps: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -159,6 +159,16 @@ def main():
             worker.join()
 
     # --- waits, timed and untimed ------------------------------------------------------
+    elif mode == "dump_recv":  # hung in recv, stack dumps on SIGUSR1 into its own log
+        import faulthandler
+
+        log = open(args[0], "a")  # noqa: SIM115 - faulthandler writes to it later
+        log.write("started\n")
+        log.flush()
+        faulthandler.register(signal.SIGUSR1, file=log, all_threads=True, chain=False)
+        conn = connect(args[1], args[2])
+        tell(info, fd=conn.fileno())
+        conn.recv(1024)
     elif mode == "recv":  # blocked forever in recv(): the incident
         conn = connect(*args)
         tell(info, fd=conn.fileno())

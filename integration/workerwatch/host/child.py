@@ -34,6 +34,7 @@ from workerwatch.host import heartbeat_files, log_offsets, peer, process, superv
 from workerwatch.host.discover import discover
 from workerwatch.host.procfs import ProcGone
 from workerwatch.judge.memory import WorkerMemory
+from workerwatch.judge.states import STALLED
 from workerwatch.judge.verdict import no_progress_since
 from workerwatch.observations import HeartbeatObservation, Worker, WorkerObservation
 
@@ -96,6 +97,10 @@ def enrich(
     socket, the worker's other threads and its descendants (not in ``exclude``, the pids
     another group's worker has), where its work then happens (``host.work``).
     """
+    if prev is not None and prev.state == STALLED and prev.log_pos and observation.log:
+        dumps = log_offsets.stack_dumps(observation.worker.pid, observation.log.fds, prev.log_pos)
+        if dumps:
+            observation = replace(observation, log=replace(observation.log, stack_dumps=dumps))
     proc = observation.process
     if proc is None or prev is None or not no_progress_since(proc, prev):
         return observation

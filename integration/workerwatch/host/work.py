@@ -51,7 +51,9 @@ def _wait(
     network = bool(sockets) and len(sockets) == len(targets)
     on_children = wait.syscall in _CHILD_WAITS or any(t in child_pipes for t in targets.values())
     found: dict = {}
-    if sockets:
+    # Named only for a wait without a timeout (a stall candidate, a risk): a timed wait
+    # ends by itself, and naming costs a psutil walk of the fd table the first time.
+    if sockets and wait.timed is False:
         fd = sockets[0]
         key = f"{pid}:{fd}:{targets[fd][len('socket:[') : -1]}"
         name = known_peers.get(key)

@@ -67,6 +67,8 @@ def _log_delta(
     advanced = False
     grown = 0
     for fd, pos in current.items():
+        if fd in log.stack_dumps:
+            continue  # a stack dump someone asked the worker for is not its work
         old = prev.log_pos.get(fd)
         if old is None:
             # A log opened since last run (reopen after rotation) that has been written to.
@@ -329,6 +331,8 @@ def _remember_waits(
         if wait.untimed_network:
             name = wait.peer or "unresolved peer"
             untimed[name] = untimed.get(name, 0) + 1
+    if main is None and tree is None and prev is not None:
+        peers = dict(prev.peers or {})  # nothing read this run: what was resolved stands
     memory.peers = dict(list(peers.items())[:MAX_PEERS]) or None
     verdict.untimed_waits = untimed
     known = list(prev.untimed_peers or ()) if prev is not None else []
