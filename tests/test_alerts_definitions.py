@@ -177,6 +177,13 @@ PROMISED_TERMS = {
         "log_silent_minutes",
         "confirm_minutes",
     ),
+    "worker-waits-without-a-timeout": (
+        "Worker waits without a timeout",
+        "warning",
+        "ABOVE",
+        0,
+        "confirm_minutes",
+    ),
     "swf-backlog-stuck": (
         "SWF backlog stuck",
         "critical",
@@ -206,6 +213,8 @@ PROMISED_TERMS = {
         "confirm_minutes",
     ),
 }
+# A wait without a timeout seen once is the risk (docs/alerts.md): AT_LEAST_ONCE.
+PROMISED_OCCURRENCES = {"worker-waits-without-a-timeout": "AT_LEAST_ONCE"}
 # The one condition without a threshold: loss of signal per host.
 PROMISED_LOSS_OF_SIGNAL = {"integration-not-reporting": "Integration not reporting"}
 # Loss-of-signal settings: (expiration duration, open_incident, close_incidents,
@@ -250,7 +259,7 @@ def test_every_shipped_condition_has_the_documented_operator_threshold_and_durat
         assert term.operator == operator, key
         assert term.threshold == _documented(threshold, defaults), key
         assert term.duration == _documented(duration, defaults), key
-        assert term.occurrences == "ALL", key
+        assert term.occurrences == PROMISED_OCCURRENCES.get(key, "ALL"), key
     for key, name in PROMISED_LOSS_OF_SIGNAL.items():
         c = conditions[key]
         assert c.name == name and f"**{name}**" in docs, key
