@@ -41,7 +41,7 @@ def _values(metrics: list[dict], pid: int | None = None) -> dict[str, float]:
 
 
 def test_each_group_metric_carries_its_own_number():
-    group = GroupVerdict(group="g", running=3, expected=5, stalled=1, reason="")
+    group = GroupVerdict(group="g", running=3, expected=5, stalled=1, reason="", pool_processes=4)
     result = RunResult(now=NOW, duration=0.1, interval_s=30.0, workers=[], groups=[group])
     values = {k: v for k, v in _values(all_metrics(result)).items() if ".group." in k}
     assert values == {
@@ -49,6 +49,7 @@ def test_each_group_metric_carries_its_own_number():
         "workerwatch.group.expected": 5,
         "workerwatch.group.missing": 2,
         "workerwatch.group.stalled": 1,
+        "workerwatch.group.poolProcesses": 4,
     }
 
 

@@ -271,4 +271,7 @@ def test_a_thousand_workers_with_ten_thousand_logs(tmp_path, tag, fleet):
     assert len(payloads) > 1, "split across lines of at most 1000 metrics"
     assert all(len(p["data"][0]["metrics"]) <= 1000 for p in payloads)
     running = [m for p in payloads for m in find(p, "workerwatch.group.running")]
-    assert [m["value"] for m in running] == [1001]
+    pools = [m for p in payloads for m in find(p, "workerwatch.group.poolProcesses")]
+    # The forked copies are the fork parent's pool processes (README "Pools and work horses").
+    assert [m["value"] for m in running] == [1]
+    assert [m["value"] for m in pools] == [1000]

@@ -205,7 +205,10 @@ class Collector:
         backlog, notes = self._backlog_result(
             backlog_thread, backlog_box, deadline, errors, state.probes
         )
-        running = Counter(w.group for w in host.workers)
+        # Top-level workers are what a group runs (and is expected to); pool processes
+        # are counted apart, work horses not at all (README "Pools and work horses").
+        running = Counter(w.group for w in host.workers if w.parent is None)
+        pools = Counter(w.group for w in host.workers if w.parent is not None)
         # Without a finished discovery a group's count would read as "all missing".
         groups = [
             judge_group(
@@ -214,6 +217,7 @@ class Collector:
                 [v for v in verdicts if v.group == g.name],
                 notes.get(g.name),
                 running=running.get(g.name, 0),
+                pool_processes=pools.get(g.name, 0),
             )
             for g in self.config.groups
             if host.discovered

@@ -26,6 +26,12 @@ class Worker:
     unit: str | None = None  # systemd service unit, e.g. "worker@3.service"
     cmdline: str = ""
     start_ticks: int | None = None  # start time in clock ticks since boot
+    # Supervision (README "Pools and work horses"): a pool process names the worker of its
+    # group that forked it; a worker lists the children of its group it waits for in
+    # wait4 (its work horses), which are part of its work and no workers of their own.
+    parent: int | None = None
+    parent_key: str | None = None
+    horses: tuple[int, ...] = ()
 
     @property
     def key(self) -> str:
@@ -174,6 +180,22 @@ class ProcessObservation:
 
 
 @dataclass(frozen=True)
+class HorseObservation:
+    """A child the worker waits for (an RQ work horse): judged as the worker's own work."""
+
+    pid: int
+    start_ticks: int
+    create_time: float
+    cmdline: str
+    process: ProcessObservation
+    peer: str | None = None  # socket peer of the call it is blocked in, when one
+
+    @property
+    def key(self) -> str:
+        return f"{self.pid}:{self.start_ticks}"
+
+
+@dataclass(frozen=True)
 class WorkerObservation:
     """Everything the host phase saw about one worker this run."""
 
@@ -185,6 +207,10 @@ class WorkerObservation:
     tree: WorkTree | None = None  # other threads and descendants, when the main thread waits
     notes: tuple[str, ...] = ()  # evidence problems worth showing in the reason
     heartbeat_unavailable: bool = False  # the group's heartbeat files could not be read
+    horse: HorseObservation | None = None
+    # How a pool process waits for work from its parent, e.g. "read on a pipe": set when
+    # the parent holds the other end of the pipe its main thread reads.
+    waits_for_parent: str | None = None
 
 
 def _catalogued(sample: MetricSample) -> None:

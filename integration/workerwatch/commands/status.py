@@ -58,6 +58,7 @@ def snapshot(result: Any, config: Any, state_file: dict[str, Any]) -> dict[str, 
             {
                 "group": g.group,
                 "running": g.running,
+                "pool_processes": g.pool_processes,
                 "expected": g.expected,
                 "stalled": g.stalled,
                 "missing": g.missing,

@@ -30,7 +30,7 @@ from typing import Any
 
 from workerwatch import log
 from workerwatch.config import Config, Group
-from workerwatch.host import heartbeat_files, log_offsets, peer, process, work
+from workerwatch.host import heartbeat_files, log_offsets, peer, process, supervision, work
 from workerwatch.host.discover import discover
 from workerwatch.host.procfs import ProcGone
 from workerwatch.judge.memory import WorkerMemory
@@ -133,6 +133,23 @@ def enrich(
     return replace(observation, process=replace(proc, main_wait=main), peer=main.peer, tree=tree)
 
 
+def _supervision(
+    observation: WorkerObservation, prev: WorkerMemory | None, writers: dict[int, set[str]]
+) -> WorkerObservation:
+    """A worker's work horse (the newest, when it has several), or what its pool process
+    waits for from its parent (README "Pools and work horses")."""
+    worker, proc = observation.worker, observation.process
+    for pid in sorted(worker.horses, reverse=True):
+        horse = supervision.observe_horse(pid, prev)
+        if horse is not None:
+            return replace(observation, horse=horse)
+    if worker.parent is not None and proc is not None:
+        how = supervision.waits_for_parent(worker.pid, worker.parent, proc, writers)
+        if how is not None:
+            return replace(observation, waits_for_parent=how)
+    return observation
+
+
 @dataclass
 class HostSnapshot:
     """What the host-phase child streamed back by the deadline."""
@@ -178,6 +195,7 @@ def _child(
     _send(fd, ("discovered", found.workers, dict(errors)))
     # /proc evidence first, heartbeat files after: a heartbeat directory on a dead mount
     # must not keep every worker from being judged.
+    writers: dict[int, set[str]] = {}  # per parent pid: the pipes it holds for writing
     pids = frozenset(w.pid for w in found.workers)
     for worker in found.workers:
         step = f"pid:{worker.pid}"
@@ -191,6 +209,7 @@ def _child(
         observation = observe_worker(worker, groups[worker.group], errors, prev, stats)
         if observation is not None:
             observation = enrich(observation, prev, pids)
+            observation = _supervision(observation, prev, writers)
         _send(fd, ("observed", worker, observation, dict(errors)))
     live = {w.pid for w in found.workers}
     for group in config.groups:

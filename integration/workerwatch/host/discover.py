@@ -23,7 +23,11 @@ from workerwatch.host.procfs import (
     clock_ticks,
     read_text,
 )
+from workerwatch.host.syscalls import name_of
 from workerwatch.observations import Worker
+
+# A supervisor parked in these waits for the child it forked to finish its job.
+_WAITS_FOR_CHILD = frozenset({"wait4", "waitid"})
 
 MAX_PIDFILE_BYTES = 64
 
@@ -208,6 +212,10 @@ def discover(
             except (ProcGone, PermissionError):
                 proc.unit = None
 
+    horses = _horses(procs, members)
+    for pid in horses:
+        del procs[pid]
+
     # A unit names a worker only when it holds exactly one top-level member: workers under
     # supervisord, cron or a user session share one unit, and children share their parent's.
     roots: dict[str, int] = {}
@@ -221,6 +229,7 @@ def discover(
         parent = procs.get(proc.ppid)
         if unit and (roots.get(unit, 0) > 1 or (parent is not None and parent.unit == unit)):
             unit = f"{unit}/{pid}"
+        pool = parent is not None and members[parent.pid] is members[pid]
         workers.append(
             Worker(
                 group=members[pid].name,
@@ -229,9 +238,55 @@ def discover(
                 unit=unit,
                 cmdline=proc.cmdline[:1024],
                 start_ticks=proc.start_ticks,
+                parent=proc.ppid if pool else None,
+                parent_key=f"{proc.ppid}:{parent.start_ticks}" if pool and parent else None,
+                horses=tuple(sorted(h for h, owner in horses.items() if owner == pid)),
             )
         )
     return Discovery(workers, problems, {pid: proc.fields for pid, proc in procs.items()})
+
+
+def _horses(procs: dict[int, _Proc], members: dict[int, Group]) -> dict[int, int]:
+    """Work horses: {child pid: parent pid} for the members whose parent, a member of the
+    same group, waits for them in wait4/waitid (RQ forks one per job and waits for it by
+    its pid).
+
+    A member child its parent does not wait for is a pool process (Celery prefork: the
+    parent sits in its event loop) and stays a worker of its own. Only the parents of
+    member children are asked, one read of their main thread's syscall file each.
+    """
+    children: dict[int, list[int]] = {}  # parent pid -> its member children
+    for pid, proc in procs.items():
+        parent = procs.get(proc.ppid)
+        if parent is not None and members[parent.pid] is members[pid]:
+            children.setdefault(parent.pid, []).append(pid)
+    horses: dict[int, int] = {}
+    for parent, kids in children.items():
+        target = _waits_for(parent)
+        if target is None:
+            continue
+        # Waiting for one named child makes that child the job; waiting for any child
+        # makes its only member child the job, while several are a pool it supervises.
+        for pid in kids:
+            if target == pid or (target == -1 and len(kids) == 1):
+                horses[pid] = parent
+    return horses
+
+
+def _waits_for(pid: int) -> int | None:
+    """The child pid the process's main thread waits for (-1: any child), or None."""
+    try:
+        parts = read_text(f"/proc/{pid}/syscall", 256).split()
+    except (ProcGone, PermissionError):
+        return None
+    if len(parts) < 3 or not parts[0].isdigit() or name_of(int(parts[0])) not in _WAITS_FOR_CHILD:
+        return None
+    if name_of(int(parts[0])) == "waitid":
+        # waitid(idtype, id, ...): P_PID (1) names one child; P_ALL and P_PGID stand for any.
+        return int(parts[2], 16) if int(parts[1], 16) == 1 else -1
+    target = int(parts[1], 16)
+    # wait4(pid, ...): a positive pid is that child; -1 (or a group) any child.
+    return target if 0 < target < 1 << 31 else -1
 
 
 _SELF = re.compile(r"(^|[\s/])(-m workerwatch|nri-workerwatch(\.pyz|-[^\s/]*\.pyz)?)(\s|$)")

@@ -15,6 +15,7 @@ from workerwatch.judge.events import transition_event, transitions
 from workerwatch.judge.memory import NameRecord, WorkerMemory
 from workerwatch.judge.naming import match_heartbeat, worker_name
 from workerwatch.judge.states import GONE, WorkerVerdict
+from workerwatch.judge.supervision import supervise
 from workerwatch.judge.verdict import gone, judge
 from workerwatch.observations import (
     HeartbeatObservation,
@@ -68,14 +69,19 @@ def judge_worker(
     memories: dict[str, WorkerMemory],
     names: dict[str, NameRecord],
     now: float,
+    parent_state: str | None = None,
 ) -> JudgedWorker:
-    """The verdict for one observed worker, with its memory and transition events."""
+    """The verdict for one observed worker, with its memory and transition events.
+
+    ``parent_state`` is this run's verdict of a pool process's parent (``judge.supervision``).
+    """
     worker = observation.worker
     name = worker_name(worker, observation.heartbeat)
     prev = memories.get(worker.key)
     verdict, memory = judge(observation, name, prev, now, group.stall_after)
     remember_log_fds(memory, observation.log)
     remember_unit(memory, worker)
+    supervise(verdict, memory, observation, prev, now, group.stall_after, parent_state)
     verdict.started = worker.create_time
     events = []
     previous = names.get(name)
@@ -94,10 +100,14 @@ def judge_all(
     names: dict[str, NameRecord],
     now: float,
 ) -> list[JudgedWorker]:
-    """Judge every observed worker with its group's heartbeats (when they could be read)."""
+    """Judge every observed worker with its group's heartbeats (when they could be read).
+
+    Top-level workers first: a pool process's verdict depends on its parent's.
+    """
     groups = {g.name: g for g in config.groups}
     judged = []
-    for observation in observed:
+    states: dict[int, str] = {}
+    for observation in sorted(observed, key=lambda o: o.worker.parent is not None):
         group = groups[observation.worker.group]
         if group.heartbeats and group.name not in heartbeats:
             # Not read this run (a hung mount, the deadline): the last known beat stands.
@@ -105,7 +115,11 @@ def judge_all(
         elif group.heartbeats:
             hb = match_heartbeat(observation.worker, heartbeats[group.name])
             observation = replace(observation, heartbeat=hb)
-        judged.append(judge_worker(observation, group, memories, names, now))
+        parent = observation.worker.parent
+        parent_state = states.get(parent) if parent is not None else None
+        j = judge_worker(observation, group, memories, names, now, parent_state)
+        states[observation.worker.pid] = j.verdict.state
+        judged.append(j)
     return judged
 
 
@@ -120,7 +134,8 @@ def judge_gone(
 ) -> list[WorkerVerdict]:
     """Workers remembered but no longer running: ``gone`` until ``forget_after``.
 
-    Their memory goes into ``kept``; ``disappeared`` events into ``events``.
+    Their memory goes into ``kept``; ``disappeared`` events into ``events``. A pool process
+    whose parent still runs was replaced by it (recycling): forgotten at once, no event.
     """
     groups = {g.name for g in config.groups}
     verdicts = []
@@ -128,6 +143,8 @@ def judge_gone(
         if key in kept or key in live_keys:
             continue
         if now - memory.last_seen > config.forget_after:
+            continue
+        if memory.parent_key is not None and memory.parent_key in live_keys:
             continue
         if memory.group not in groups or memory.name in live_names:
             continue  # restarted under the same name, or its group left the config

@@ -94,6 +94,13 @@ class WorkerMemory:
     # clock ticks: discovery reads the cgroup again only for another (pid, start).
     cgroup_unit: str | None = _optional({"max_length": 4096})
     start_ticks: int | None = _optional(COUNT)
+    # A pool process: its parent's key, so its end while the parent lives is a recycling.
+    parent_key: str | None = _optional(NAME)
+    # The work horse seen last run (pid:start ticks), its counters, and when it last moved.
+    horse_key: str | None = _optional(NAME)
+    horse_cpu: float | None = _optional(COUNT)
+    horse_voluntary: int | None = _optional(COUNT)
+    horse_progress: float | None = _optional(TIME)
     # When this integration saw the heartbeat change, on its own clock: the beat's own
     # time is the writer's clock, which may be hours off.
     hb_seen: float | None = _optional(TIME)

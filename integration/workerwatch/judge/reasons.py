@@ -43,8 +43,12 @@ def explain(
     no_progress_for: float,
     log_since: float | None,
     tree: TreeVerdict | None,
+    story: Fact | None = None,
 ) -> list[Fact]:
     """The evidence behind a verdict, twice: exact, and stable from run to run.
+
+    ``story`` replaces the main thread's when the verdict rests on other processes (a pool
+    process waiting for its parent, a worker's work horse; ``judge.supervision``).
 
     The metric attribute ``worker.reason`` uses the stable form, so it changes only when
     the situation does and does not mint a new time series every run; the exact numbers
@@ -80,7 +84,9 @@ def explain(
     elif obs.log is not None and obs.log.source == "fd":
         facts.append(("no log file open", "no log file open"))
 
-    if proc is not None:
+    if story is not None:
+        facts.append(story)
+    elif proc is not None:
         facts.append(_thread_story(v, proc, no_progress_for, tree, now))
     if v.cpu_delta is not None:
         brief = "on CPU" if v.interval_s and v.cpu_delta >= BUSY_CPU_SHARE * v.interval_s else ""

@@ -45,6 +45,8 @@ class WorkerVerdict:
     restarted: bool = False
     started: float | None = None  # process start time, for uptime
     previous_state: str | None = None
+    # Seconds without a log write or a beat (the silence the stall rule measures).
+    quiet_seconds: float | None = None
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -61,6 +63,7 @@ class GroupVerdict:
     expected: int | None
     stalled: int
     reason: str
+    pool_processes: int = 0  # pool processes of its workers (not counted in running)
 
     @property
     def missing(self) -> int:

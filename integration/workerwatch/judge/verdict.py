@@ -170,6 +170,7 @@ def judge(
     signals = [t for t in (log_since, last_beat) if t is not None]
     silent_since = max(signals) if signals else first_seen
     silent_for = max(0.0, now - silent_since)
+    verdict.quiet_seconds = silent_for
 
     # Progress: the main thread's CPU and wakeups since the previous run, and anywhere in
     # its work tree (threads, descendants) when that was read.
@@ -368,14 +369,18 @@ def judge_group(
     verdicts: list[WorkerVerdict],
     backlog_note: str | None = None,
     running: int | None = None,
+    pool_processes: int = 0,
 ) -> GroupVerdict:
-    """``running`` counts discovered processes, including any the run had no time to judge."""
+    """``running`` counts the discovered top-level workers, including any the run had no time
+    to judge; pool processes are counted apart (``pool_processes``)."""
     live = [v for v in verdicts if v.up]
     stalled = [v for v in live if v.stalled]
     count = len(live) if running is None else running
     parts = [f"{count} running" + (f" of {expected} expected" if expected is not None else "")]
+    if pool_processes:
+        parts[0] += f" (+{pool_processes} pool processes)"
     if stalled:
         parts.append(f"{len(stalled)} stalled: " + ", ".join(v.name for v in stalled))
     if backlog_note and live and all(v.state in (STALLED, IDLE) for v in live):
         parts.append(backlog_note)
-    return GroupVerdict(group, count, expected, len(stalled), "; ".join(parts))
+    return GroupVerdict(group, count, expected, len(stalled), "; ".join(parts), pool_processes)

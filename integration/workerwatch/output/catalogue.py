@@ -45,6 +45,7 @@ GROUP_RUNNING = "workerwatch.group.running"
 GROUP_EXPECTED = "workerwatch.group.expected"
 GROUP_MISSING = "workerwatch.group.missing"
 GROUP_STALLED = "workerwatch.group.stalled"
+GROUP_POOL = "workerwatch.group.poolProcesses"
 SWF_PENDING_ACTIVITY = "workerwatch.swf.pendingActivityTasks"
 SWF_PENDING_DECISION = "workerwatch.swf.pendingDecisionTasks"
 SWF_OPEN = "workerwatch.swf.openWorkflows"
@@ -83,6 +84,7 @@ CATALOGUE: dict[str, MetricSpec] = _specs(
     MetricSpec(GROUP_EXPECTED, "gauge", "count", GROUP_ATTRS),
     MetricSpec(GROUP_MISSING, "gauge", "count", GROUP_ATTRS),
     MetricSpec(GROUP_STALLED, "gauge", "count", GROUP_ATTRS),
+    MetricSpec(GROUP_POOL, "gauge", "count", GROUP_ATTRS),
     # queue side (SWF)
     MetricSpec(SWF_PENDING_ACTIVITY, "gauge", "count", (*SWF_TL, "swf.truncated")),
     MetricSpec(SWF_PENDING_DECISION, "gauge", "count", (*SWF_TL, "swf.truncated")),

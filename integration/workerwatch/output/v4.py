@@ -166,6 +166,7 @@ def all_metrics(result: RunResult) -> list[dict[str, Any]]:
         out.append(metric(catalogue.GROUP_RUNNING, g.running, attrs))
         out.append(metric(catalogue.GROUP_STALLED, g.stalled, attrs))
         out.append(metric(catalogue.GROUP_MISSING, g.missing, attrs))
+        out.append(metric(catalogue.GROUP_POOL, g.pool_processes, attrs))
         if g.expected is not None:
             out.append(metric(catalogue.GROUP_EXPECTED, g.expected, attrs))
     for sample in result.backlog:
