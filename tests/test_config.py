@@ -168,3 +168,14 @@ def test_a_json_config_finds_its_cache_too(tmp_path):
     )
     assert _pydantic_loaded(path)[0]
     assert not _pydantic_loaded(path)[0]
+
+
+def test_a_key_holding_a_newline_is_named_on_one_line(tmp_path):
+    """A control character in a misspelled key cannot split the [FATAL] line in two."""
+    path = tmp_path / "bad.yml"
+    path.write_text('groups: [{name: w, match: {cmdline: "^w$"}, "stall\\nafter": 5}]\n')
+    with pytest.raises(ConfigError) as exc:
+        parse(path.read_text(), str(path))
+    assert str(exc.value) == (
+        f"config {path}: groups.0.stall?after: unknown key (did you mean stall_after?)"
+    )

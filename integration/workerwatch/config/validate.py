@@ -31,6 +31,7 @@ from pydantic import (
 
 from workerwatch import records
 from workerwatch.config.model import Config, ConfigError
+from workerwatch.sanitize import MAX_ATTRIBUTE, clean_text
 
 _LIMITS = ("ge", "le", "min_length", "max_length")
 _STRICT = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True)
@@ -136,7 +137,9 @@ def describe(exc: ValidationError, path: str) -> str:
             msg = msg[len("Value error, ") :]
         problems.append(f"{_where(loc)}: {msg}")
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-    return f"config {path}: {problems[0]}{more}"
+    # A key is the operator's own text and may hold a newline or a control character; the
+    # agent reads one line per message, so the [FATAL] line must stay one line.
+    return clean_text(f"config {path}: {problems[0]}{more}", MAX_ATTRIBUTE)
 
 
 def _where(loc: tuple[Any, ...]) -> str:
