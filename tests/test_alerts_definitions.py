@@ -159,7 +159,7 @@ def test_thresholds_are_parameters_not_literals_in_nrql(policy: AlertsDocument) 
     assert by_key["worker-stalled"].critical.duration == 600
     assert by_key["swf-backlog-stuck"].critical.threshold == 1800
     unchanged = {c.key: c for c in policy.conditions}
-    assert unchanged["worker-stalled"].critical.duration == 300
+    assert unchanged["worker-stalled"].critical.duration == 60
     assert by_key["sqs-backlog-stuck"] == unchanged["sqs-backlog-stuck"]
 
 

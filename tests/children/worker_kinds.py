@@ -90,6 +90,10 @@ def main():
             socket.create_connection((host, port)).recv(1024)
         while True:
             os.wait()
+    elif mode == "backoff":  # retries nothing, sleeps `period` s between attempts, never logs
+        period = float(args[0])
+        while True:
+            time.sleep(period)
     elif mode == "sleeper":
         while True:
             time.sleep(3600)
