@@ -162,6 +162,10 @@ def test_the_stalled_worker_opens_in_time_and_no_healthy_worker_ever_does(
     (gone,) = by_condition.pop("Worker gone")
     assert gone.signal[1] == doomed
 
+    # The hung worker waits on its peer with no timeout: the risk warning opens for it too.
+    (risk,) = by_condition.pop("Worker waits without a timeout")
+    assert risk.signal[1] == hung and risk.priority == "WARNING"
+
     # Nothing else opens: no incident for a healthy worker, no lost signal for the host.
     assert by_condition == {}, by_condition
     for incident in incidents:

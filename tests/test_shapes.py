@@ -52,7 +52,7 @@ def test_a_main_thread_waiting_for_a_busy_thread_is_not_stalled(
     wait_for(lambda: len(silent_server.accepted) >= 1 and main_thread_blocked(busy.pid))
     states = _states(_runs(_config(tmp_path, tag), 4))
     assert states[busy.pid][0] == "idle", states[busy.pid]
-    assert "other threads active" in states[busy.pid][1]
+    assert "main thread waits for its threads, which wait with a timeout" in states[busy.pid][1]
     assert states[stuck.pid][0] == "stalled", states[stuck.pid]
 
 

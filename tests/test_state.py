@@ -40,6 +40,7 @@ def test_round_trip_and_atomic_replace(tmp_path):
         (b"\x00\xff garbage", "truncated or not JSON"),
         (b'{"version": 99, "workers": {}, "names": {}, "probes": {}}', "format version 99"),
         (b'{"version": 2, "workers": []}', "format version 2"),
+        (b'{"version": 3, "workers": []}', "format version 3"),
         (b'{"version": 1, "workers": []}', "format version 1"),
         (b"[1, 2]", "format version None"),
     ],
@@ -71,7 +72,7 @@ def test_a_format_1_file_is_read_in_format_2_names(tmp_path, capsys):
         assert state.probes.hung["heartbeats:g"].start == 7
         store.save(state)
     saved = json.loads((tmp_path / "state.json").read_text())
-    assert saved["version"] == FORMAT_VERSION == 2
+    assert saved["version"] == FORMAT_VERSION == 3
     assert "[WARN]" not in capsys.readouterr().err
 
 

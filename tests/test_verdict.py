@@ -191,37 +191,6 @@ def test_an_offset_moved_by_a_process_sharing_the_file_is_not_this_workers_write
     assert second.bytes_written == 0
 
 
-def test_a_main_thread_joining_busy_threads_is_not_stalled():
-    def joining(others, syscall="futex"):
-        p = proc(syscall=syscall, fd=None)
-        return obs(
-            ProcessObservation(**{**p.__dict__, "threads": 3, "others_voluntary": others}),
-            logs(100),
-        )
-
-    verdicts = run([(0, joining(None)), (150, joining(50)), (300, joining(90))])
-    assert [v.state for v in verdicts] == [UNKNOWN, IDLE, IDLE]
-    assert "other threads active" in verdicts[2].reason
-    stuck = run([(0, joining(None)), (150, joining(50)), (300, joining(50)), (450, joining(50))])
-    assert stuck[-1].state == STALLED, "threads that stopped too: stalled"
-    # A main thread stuck in a socket read is stuck whatever its other threads do.
-    apm = run(
-        [
-            (0, obs(proc(), logs(100))),
-            (
-                300,
-                obs(
-                    ProcessObservation(
-                        **{**proc().__dict__, "threads": 2, "others_voluntary": 999}
-                    ),
-                    logs(100),
-                ),
-            ),
-        ]
-    )
-    assert apm[-1].state == STALLED
-
-
 def test_recovery_needs_wakeups_on_two_runs_in_a_row():
     frozen = obs(proc(), logs(100))
     verdicts = run(

@@ -51,6 +51,9 @@ class LogObservation:
     # because a shared file stays fresh while any worker writes.
     mtime: float | None = None
     source: str = "fd"  # "fd", "mtime" or "none"
+    # Log fds whose bytes since the previous run are only a Python stack dump (faulthandler,
+    # the heartbeat library's SIGUSR1 handler): someone asked a hung worker where it is.
+    stack_dumps: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,75 @@ class HeartbeatObservation:
 
 
 @dataclass(frozen=True)
+class WaitObservation:
+    """Where one thread waits, judged from its system call (``host.waits``).
+
+    ``timed``: True for a wait that ends by itself (a timeout in the call or on the socket),
+    False for one that can last forever, None when not a wait or not readable.
+    """
+
+    syscall: str  # name, "running", "none" or "syscall_<nr>"
+    timed: bool | None = None
+    timeout: float | None = None  # seconds; the time left for a deadline
+    network: bool = False  # on a socket (its fd, or every fd of a poll set / epoll instance)
+    peer: str | None = None  # "10.0.0.5:21" for a socket wait, when resolved
+    child: int | None = None  # wait4/waitid on one pid
+    on_children: bool = False  # wait4/waitid, or a poll on pipes whose other end a descendant holds
+    fd: int | None = None  # the socket fd whose peer is named
+    peer_key: str | None = None  # "pid:fd:inode", the key the resolved peer is saved under
+
+    @property
+    def timeout_seconds(self) -> float | None:
+        """``blocked.timeoutSeconds``: -1 for no timeout, None when unknown or not a wait."""
+        if self.timed is False:
+            return -1.0
+        return self.timeout if self.timed else None
+
+    @property
+    def untimed_network(self) -> bool:
+        return self.network and self.timed is False
+
+
+@dataclass(frozen=True)
+class ThreadObservation:
+    """A thread of the worker other than the main one."""
+
+    tid: int
+    cpu_seconds: float
+    voluntary: int
+    state: str
+    wait: WaitObservation | None = None
+
+
+@dataclass(frozen=True)
+class DescendantObservation:
+    """A process below the worker that no group matches: part of the worker's work."""
+
+    pid: int
+    start_ticks: int
+    ppid: int
+    depth: int
+    cmdline: str  # sanitised, short
+    state: str
+    cpu_seconds: float  # its own threads plus its children reaped since
+    voluntary: int  # its main thread's wakeups
+    io_chars: int | None  # rchar + wchar (file and pipe bytes); None without access
+    wait: WaitObservation | None = None
+
+    @property
+    def key(self) -> str:
+        return f"p{self.pid}:{self.start_ticks}"
+
+
+@dataclass(frozen=True)
+class WorkTree:
+    """A worker's other threads and descendant processes, read when its main thread waits."""
+
+    threads: tuple[ThreadObservation, ...] = ()
+    descendants: tuple[DescendantObservation, ...] = ()
+
+
+@dataclass(frozen=True)
 class ProcessObservation:
     """Progress counters of the process and of its main thread."""
 
@@ -87,9 +159,9 @@ class ProcessObservation:
     syscall_fd: int | None = None  # first argument when the syscall takes an fd
     threads: int = 1
     write_chars: int | None = None  # /proc/PID/io wchar: caps log bytes on shared files
-    # Voluntary switches summed over the other threads: read only when the main thread
-    # waits (not on an fd) without progress, to tell "delegated to a thread" from "stalled".
-    others_voluntary: int | None = None
+    # Where the main thread waits, with its timeout: read (with the work tree below) only
+    # when the main thread did not move since the previous run.
+    main_wait: WaitObservation | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +171,7 @@ class WorkerObservation:
     heartbeat: HeartbeatObservation | None = None
     process: ProcessObservation | None = None
     peer: str | None = None  # socket peer of syscall_fd, resolved only when it looks blocked
+    tree: WorkTree | None = None  # other threads and descendants, when the main thread waits
     notes: tuple[str, ...] = ()  # evidence problems worth showing in the reason
     heartbeat_unavailable: bool = False  # the group's heartbeat files could not be read
 

@@ -24,16 +24,18 @@ import sys
 import time
 import traceback
 from collections import Counter
+from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from workerwatch import log
 from workerwatch.config import Config, Group
-from workerwatch.host import heartbeat_files, log_offsets, peer, process
+from workerwatch.host import heartbeat_files, log_offsets, peer, process, work
 from workerwatch.host.discover import discover
 from workerwatch.host.procfs import ProcGone
 from workerwatch.judge.memory import WorkerMemory
-from workerwatch.judge.verdict import delegates_to_threads, no_progress_since
+from workerwatch.judge.states import STALLED
+from workerwatch.judge.verdict import no_progress_since
 from workerwatch.observations import HeartbeatObservation, Worker, WorkerObservation
 
 _LENGTH = struct.Struct(">I")
@@ -86,22 +88,35 @@ def observe_worker(worker: Worker, group: Group, errors: Counter[str]) -> Worker
     return WorkerObservation(worker=worker, log=logs, process=proc, notes=tuple(notes))
 
 
-def enrich(observation: WorkerObservation, prev: WorkerMemory | None) -> WorkerObservation:
+def enrich(
+    observation: WorkerObservation, prev: WorkerMemory | None, exclude: Collection[int] = ()
+) -> WorkerObservation:
     """The costlier evidence, only for a worker whose main thread did not move since last run.
 
-    The socket peer of the fd it waits on, and when it waits on no fd while other threads
-    exist, those threads' wakeups (has it handed the work to them, or are they idle too?).
+    Where the main thread waits, with its timeout and the socket peer; when that is not a
+    socket, the worker's other threads and its descendants (not in ``exclude``, the pids
+    another group's worker has), where its work then happens (``host.work``).
     """
+    if prev is not None and prev.state == STALLED and prev.log_pos and observation.log:
+        dumps = log_offsets.stack_dumps(observation.worker.pid, observation.log.fds, prev.log_pos)
+        if dumps:
+            observation = replace(observation, log=replace(observation.log, stack_dumps=dumps))
     proc = observation.process
     if proc is None or prev is None or not no_progress_since(proc, prev):
         return observation
-    update: dict[str, Any] = {}
-    if proc.syscall_fd is not None:
-        update["peer"] = peer.resolve(observation.worker.pid, proc.syscall_fd)
-    elif delegates_to_threads(proc):
-        others = process.others_voluntary(observation.worker.pid)
-        update["process"] = replace(proc, others_voluntary=others)
-    return replace(observation, **update) if update else observation
+    pid = observation.worker.pid
+    try:
+        main, tree = work.observe(pid, proc.threads, exclude, prev.peers or {})
+    except ProcGone:
+        return observation
+    except OSError as exc:
+        log.error(f"wait probe for pid {pid}: {exc}")
+        return observation
+    if main is None:  # no ptrace access: the fd syscall's peer as before
+        if proc.syscall_fd is None:
+            return observation
+        return replace(observation, peer=peer.resolve(pid, proc.syscall_fd))
+    return replace(observation, process=replace(proc, main_wait=main), peer=main.peer, tree=tree)
 
 
 @dataclass
@@ -143,6 +158,7 @@ def _child(
     _send(fd, ("discovered", found.workers, dict(errors)))
     # /proc evidence first, heartbeat files after: a heartbeat directory on a dead mount
     # must not keep every worker from being judged.
+    pids = frozenset(w.pid for w in found.workers)
     for worker in found.workers:
         step = f"pid:{worker.pid}"
         if step in skip:
@@ -152,7 +168,7 @@ def _child(
         errors = Counter()
         observation = observe_worker(worker, groups[worker.group], errors)
         if observation is not None:
-            observation = enrich(observation, memories.get(worker.key))
+            observation = enrich(observation, memories.get(worker.key), pids)
         _send(fd, ("observed", worker, observation, dict(errors)))
     live = {w.pid for w in found.workers}
     for group in config.groups:

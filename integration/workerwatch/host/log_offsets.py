@@ -22,8 +22,10 @@ from workerwatch.observations import LogFd, LogObservation
 MAX_LOG_FDS = 64
 _WRITE_MODES = (os.O_WRONLY, os.O_RDWR)
 _NOT_FILES = ("socket:", "pipe:", "anon_inode:", "/dev/", "/proc/", "/sys/", "/memfd:")
-# Rotated names still count as the log they were: worker.log.1, worker.log-20261127.
-_ROTATED = re.compile(r"(\.\d+|-\d{8}(\d{2})?)$")
+# Rotated names still count as the log they were: worker.log.1, logrotate's dateext names
+# (worker.log-20261127, worker.log-2026112712 with %H, dateformat -%Y-%m-%d), and any of
+# them compressed (compresscmd gzip, bzip2, xz, zstd).
+_ROTATED = re.compile(r"(\.\d+|-\d{8}(\d{2})?|-\d{4}-\d{2}-\d{2})(\.(gz|bz2|xz|zst))?$")
 
 
 def _clean(path: str) -> str:
@@ -91,3 +93,42 @@ def observe(pid: int, patterns: Sequence[str] | None) -> LogObservation:
         if len(found) >= MAX_LOG_FDS:
             break
     return LogObservation(fds=tuple(sorted(found, key=lambda f: f.fd)), source="fd")
+
+
+MAX_DUMP_BYTES = 1 << 16  # a longer write is not read: it counts as a write
+# faulthandler's dump (Python/traceback.c): a header per thread, one line per frame.
+_DUMP_LINE = re.compile(
+    r"(Current thread|Thread) 0x[0-9a-f]+ (\[[^\]]*\] )?\(most recent call first\):"
+    r"|Stack \(most recent call first\):"
+    r'|  File ".*", line (\d+|\?\?\?) in .*'
+    r"|  <no Python frame>"
+    r"|  \.\.\.|"
+)
+
+
+def stack_dumps(pid: int, fds: Sequence[LogFd], before: dict[int, int]) -> tuple[int, ...]:
+    """The log fds whose bytes since offset ``before[fd]`` are only a Python stack dump.
+
+    Read only for a worker that was stalled: a ``kill -USR1`` for its stack must not look
+    like the worker writing its log again. The bytes are read back through the worker's
+    own fd (``/proc/PID/fd/N``), at most ``MAX_DUMP_BYTES``.
+    """
+    found = []
+    for log in fds:
+        start = before.get(log.fd)
+        if start is None or not 0 < log.pos - start <= MAX_DUMP_BYTES:
+            continue
+        try:
+            fd = os.open(f"/proc/{pid}/fd/{log.fd}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
+        except OSError:
+            continue
+        try:
+            text = os.pread(fd, log.pos - start, start).decode("utf-8", "replace")
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        lines = text.splitlines()
+        if lines and any(lines) and all(_DUMP_LINE.fullmatch(line) for line in lines):
+            found.append(log.fd)
+    return tuple(found)

@@ -8,7 +8,6 @@ loop is blocked, so only the main thread's counters say whether the loop makes p
 from __future__ import annotations
 
 import errno
-import os
 
 from workerwatch.host.procfs import (
     NUM_THREADS,
@@ -129,24 +128,3 @@ def _wchar(raw: str | None) -> int | None:
         if line.startswith("wchar:"):
             return int(line.split()[1])
     return None
-
-
-def others_voluntary(pid: int) -> int | None:
-    """Voluntary context switches summed over every thread but the main one.
-
-    Read only for a worker whose main thread waits on no fd without progress: whether the
-    other threads still wake tells "handed the work to a thread" from "all blocked".
-    """
-    try:
-        tids = os.listdir(f"/proc/{pid}/task")
-    except OSError:
-        return None
-    total = 0
-    for tid in tids[:MAX_THREADS]:
-        if tid == str(pid):
-            continue
-        try:
-            total += _ctx_switches(read_text(f"/proc/{pid}/task/{tid}/status", 8192))[0]
-        except (ProcGone, OSError, ValueError):
-            continue  # a thread that ended while we looked
-    return total

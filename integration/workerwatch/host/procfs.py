@@ -63,17 +63,23 @@ def boot_time() -> float:
 
 
 # Indexes into ``stat()``'s list: field N of proc(5) ``/proc/PID/stat`` is at N - 3.
-STATE, PPID, UTIME, STIME, NUM_THREADS, STARTTIME = 0, 1, 11, 12, 17, 19
+STATE, PPID, UTIME, STIME, CUTIME, CSTIME, NUM_THREADS, STARTTIME = 0, 1, 11, 12, 13, 14, 17, 19
+
+
+def stat_with_comm(path: str) -> tuple[str, list[str]]:
+    """(comm, the fields after it) of a stat file (``/proc/PID/stat``, ``.../task/TID/stat``).
+
+    The one parser of these files: comm may hold spaces and parentheses, so it ends at the
+    last ``)``.
+    """
+    raw = read_text(path, 4096)
+    end = raw.rindex(")")
+    return raw[raw.index("(") + 1 : end], raw[end + 2 :].split()
 
 
 def stat(path: str) -> list[str]:
-    """The fields of a stat file (``/proc/PID/stat``, ``.../task/TID/stat``) after ``(comm)``.
-
-    The one parser of these files: comm may hold spaces and parentheses, so the fields are
-    split after the last ``)``.
-    """
-    raw = read_text(path, 4096)
-    return raw[raw.rindex(")") + 2 :].split()
+    """The fields of a stat file after ``(comm)`` (see ``stat_with_comm``)."""
+    return stat_with_comm(path)[1]
 
 
 def start_ticks(pid: int) -> int | None:

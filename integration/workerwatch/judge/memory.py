@@ -27,7 +27,8 @@ from workerwatch.judge.states import STATES, UNKNOWN
 from workerwatch.observations import MetricSample
 
 # 2: "voluntary" became "main_voluntary", probes.stuck became probes.hung (migrated on load).
-FORMAT_VERSION = 2
+# 3: the work tree (units, peers, untimed_peers, hb_seen); others_voluntary dropped.
+FORMAT_VERSION = 3
 # An operation a queue endpoint does not implement is asked again after this long.
 UNSUPPORTED_RECHECK_S = 6 * 3600.0
 
@@ -41,6 +42,21 @@ NAME = {"min_length": 1, "max_length": 4096}
 
 def _optional(meta: dict[str, Any]) -> Any:
     return field(default=None, metadata=meta)
+
+
+MAX_UNITS = 64  # threads and descendants remembered per worker
+MAX_PEERS = 16  # resolved socket peers and peers seen without a timeout, per worker
+
+
+@dataclass
+class UnitMemory:
+    """One thread or descendant of a worker: its counters and since when it waits where."""
+
+    cpu: float = field(metadata=COUNT)
+    voluntary: int = field(metadata=COUNT)
+    io: int | None = _optional(COUNT)  # a descendant's rchar + wchar
+    wait: str | None = _optional(NAME)  # syscall, with the peer of a socket wait
+    since: float | None = _optional(TIME)  # when it was first seen in that wait, unwoken
 
 
 @dataclass
@@ -67,8 +83,22 @@ class WorkerMemory:
     blocked_fd: int | None = _optional({"ge": 0, "le": 2**31})
     blocked_since: float | None = _optional(TIME)
     stalled_since: float | None = _optional(TIME)
-    others_voluntary: int | None = _optional(COUNT)
     wake_runs: int = field(default=0, metadata={"ge": 0, "le": 2**31})
+    # When this integration saw the heartbeat change, on its own clock: the beat's own
+    # time is the writer's clock, which may be hours off.
+    hb_seen: float | None = _optional(TIME)
+    # "t<tid>" for a thread, "p<pid>:<start ticks>" for a descendant.
+    units: dict[str, UnitMemory] | None = field(
+        default=None, metadata={"tolerant": True, "max_length": MAX_UNITS}
+    )
+    # "pid:fd:socket inode" -> peer: a connection's peer is resolved once (psutil, ~10 ms).
+    peers: dict[str, str] | None = field(
+        default=None, metadata={"tolerant": True, "max_length": MAX_PEERS, "each": NAME}
+    )
+    # Peers this worker has been seen waiting on without a timeout, oldest first.
+    untimed_peers: list[str] | None = field(
+        default=None, metadata={"tolerant": True, "max_length": MAX_PEERS, "each": NAME}
+    )
 
 
 @dataclass
@@ -154,10 +184,15 @@ def _migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
         probes = data.get("probes")
         if isinstance(probes, dict) and "stuck" in probes:
             probes["hung"] = probes.pop("stuck")
+    if version in (1, 2):
+        # The other threads' summed wakeups gave way to the per-thread units.
+        for entry in (data.get("workers") or {}).values():
+            if isinstance(entry, dict):
+                entry.pop("others_voluntary", None)
     return data
 
 
-MIGRATES = (1,)  # older versions read by ``from_json``
+MIGRATES = (1, 2)  # older versions read by ``from_json``
 
 
 def from_json(data: dict[str, Any], now: float) -> tuple[SavedState, list[str]]:

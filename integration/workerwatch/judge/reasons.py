@@ -8,6 +8,7 @@ changes only when the situation does and does not mint a new time series every r
 from __future__ import annotations
 
 from workerwatch.host.syscalls import WAIT_SYSCALLS
+from workerwatch.judge import work
 from workerwatch.judge.memory import WorkerMemory
 from workerwatch.judge.states import (
     BUSY_CPU_SHARE,
@@ -16,7 +17,8 @@ from workerwatch.judge.states import (
     WAITS_FOR_CHILDREN,
     WorkerVerdict,
 )
-from workerwatch.observations import ProcessObservation, WorkerObservation
+from workerwatch.judge.work import TreeVerdict
+from workerwatch.observations import ProcessObservation, WaitObservation, WorkerObservation
 from workerwatch.units import human_duration as ago
 
 
@@ -40,7 +42,7 @@ def explain(
     silent_for: float,
     no_progress_for: float,
     log_since: float | None,
-    others: bool | None,
+    tree: TreeVerdict | None,
 ) -> list[Fact]:
     """The evidence behind a verdict, twice: exact, and stable from run to run.
 
@@ -79,7 +81,7 @@ def explain(
         facts.append(("no log file open", "no log file open"))
 
     if proc is not None:
-        facts.append(_thread_story(v, proc, no_progress_for, others))
+        facts.append(_thread_story(v, proc, no_progress_for, tree, now))
     if v.cpu_delta is not None:
         brief = "on CPU" if v.interval_s and v.cpu_delta >= BUSY_CPU_SHARE * v.interval_s else ""
         facts.append((f"cpu +{v.cpu_delta:.2f} s", brief))
@@ -90,7 +92,11 @@ def explain(
 
 
 def _thread_story(
-    v: WorkerVerdict, proc: ProcessObservation, no_progress_for: float, others: bool | None
+    v: WorkerVerdict,
+    proc: ProcessObservation,
+    no_progress_for: float,
+    tree: TreeVerdict | None,
+    now: float,
 ) -> Fact:
     if proc.state == "D":
         where = f" at {proc.wchan}" if proc.wchan else ""
@@ -98,7 +104,13 @@ def _thread_story(
         return text, text
     if proc.state in ("T", "t"):
         return "process stopped (T)", "process stopped (T)"
+    main = proc.main_wait
     peer = f" on {v.blocked_peer}" if v.blocked_peer else ""
+    if tree is not None and (tree.blocked or tree.progressed):
+        return _tree_story(main, tree, now)
+    if v.waits_up_to is not None and main is not None and v.state != STALLED:
+        return _timed_story(main, v.waits_up_to, tree)
+    untimed = " with no timeout" if v.blocked_timeout == -1 else ""
     if v.state == STALLED and v.blocked_syscall:
         where = f"main thread blocked in {v.blocked_syscall}{peer}"
         wakeups = (
@@ -106,12 +118,9 @@ def _thread_story(
             if v.wakeups
             else f"0 wakeups in {ago(no_progress_for)}"
         )
-        return f"{where} for {ago(v.blocked_seconds or 0)}, {wakeups}", where
+        return f"{where}{untimed} for {ago(v.blocked_seconds or 0)}, {wakeups}", where
     if v.state == STALLED:
         return f"main thread made no progress for {ago(no_progress_for)}", "no progress"
-    if others:
-        where = f"main thread waits in {v.blocked_syscall or proc.syscall}"
-        return f"{where}; other threads active", f"{where}; other threads active"
     if proc.syscall in WAITS_FOR_CHILDREN:
         text = f"waits for its child processes ({proc.syscall})"
         return text, text
@@ -123,5 +132,45 @@ def _thread_story(
         return "main thread on CPU", "main thread on CPU"
     if v.blocked_syscall and v.blocked_syscall not in WAIT_SYSCALLS and v.blocked_seconds:
         where = f"main thread in {v.blocked_syscall}{peer}"
-        return f"{where} for {ago(v.blocked_seconds)}", where
+        return f"{where}{untimed} for {ago(v.blocked_seconds)}", where
     return "", ""
+
+
+def _housekeeping(tree: TreeVerdict) -> str:
+    count = len(tree.housekeeping)
+    if not count:
+        return ""
+    return f"; {count} housekeeping thread{'s' if count > 1 else ''} (timed waits, no work)"
+
+
+def _tree_story(main: WaitObservation | None, tree: TreeVerdict, now: float) -> Fact:
+    """What the waiting main thread's work tree is doing: the blocked unit, or who works."""
+    # Whoever works is named while anything does; the blocked unit once nothing else moves.
+    blocked = [] if tree.progressed else tree.blocked
+    unit = blocked[0] if blocked else tree.progressed[0]
+    what = work.describe(unit, now)
+    if main is not None and main.on_children and unit.key.startswith("p"):
+        head = f"main thread waits for {unit.label}"
+        rest = what[len(unit.label) :].replace(" is blocked", ", which is blocked", 1)
+        if not blocked:
+            rest = ", which is" + rest
+        brief = f"main thread waits for a {work.brief(unit).replace(' ', ', which is ', 1)}"
+        return head + rest + _housekeeping(tree), brief
+    waits = f"main thread waits in {main.syscall}" if main is not None else "main thread waits"
+    extra = (
+        f" and {len(tree.progressed) - 1} more" if not blocked and len(tree.progressed) > 1 else ""
+    )
+    text = f"{waits}; {what}{extra}{_housekeeping(tree)}"
+    return text, f"{waits}; {work.brief(unit)}"
+
+
+def _timed_story(main: WaitObservation, up_to: float, tree: TreeVerdict | None) -> Fact:
+    """``main thread waits up to 60 s (poll)``: a wait that ends by itself."""
+    limit = f"up to {ago(up_to)}" if up_to >= 0 else "with a timeout"
+    peer = f" on {main.peer}" if main.peer else ""
+    if main.timed:
+        text = f"waiting {limit} ({main.syscall}{peer})"
+        return text, f"waiting with a timeout ({main.syscall}{peer})"
+    whom = "its child processes" if main.on_children else "its threads"
+    text = f"waiting {limit}: main thread waits for {whom}, which wait with a timeout"
+    return text, f"main thread waits for {whom}, which wait with a timeout"

@@ -33,6 +33,11 @@ class WorkerVerdict:
     blocked_seconds: float | None = None
     blocked_syscall: str | None = None
     blocked_peer: str | None = None
+    blocked_timeout: float | None = None  # seconds the wait may last; -1 for no timeout
+    waits_up_to: float | None = None  # the worker is in a wait that ends by itself (-1: unknown)
+    # Peers waited on without a timeout: this run (peer -> waits), and every one seen so far.
+    untimed_waits: dict[str, int] = field(default_factory=dict)
+    untimed_peers: list[str] = field(default_factory=list)
     task_name: str | None = None
     task_seconds: float | None = None
     restarted: bool = False

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from workerwatch.judge.memory import WorkerMemory
+from workerwatch.judge.memory import MAX_PEERS, WorkerMemory
 from workerwatch.judge.reasons import explain
 from workerwatch.judge.states import (
     BUSY_CPU_SHARE,
@@ -33,7 +33,8 @@ from workerwatch.judge.states import (
     GroupVerdict,
     WorkerVerdict,
 )
-from workerwatch.observations import ProcessObservation, WorkerObservation
+from workerwatch.judge.work import TreeVerdict, judge_tree
+from workerwatch.observations import ProcessObservation, WaitObservation, WorkerObservation
 from workerwatch.units import human_duration as ago
 
 
@@ -66,6 +67,8 @@ def _log_delta(
     advanced = False
     grown = 0
     for fd, pos in current.items():
+        if fd in log.stack_dumps:
+            continue  # a stack dump someone asked the worker for is not its work
         old = prev.log_pos.get(fd)
         if old is None:
             # A log opened since last run (reopen after rotation) that has been written to.
@@ -122,18 +125,35 @@ def judge(
     elif obs.log is not None and obs.log.source == "mtime" and obs.log.mtime is not None:
         # The files' mtime moves whenever any worker writes, so it cannot vouch for this
         # one: it is reported, and the verdict rests on the main thread's progress.
+        # Counted on this integration's clock from when the mtime was seen to change: a
+        # file dated in the future must not look freshly written for as long as the skew.
         memory.log_mtime = obs.log.mtime
-        verdict.silent_seconds = max(0.0, now - obs.log.mtime)
+        if prev is not None and prev.log_mtime is not None and prev.log_mtime != obs.log.mtime:
+            memory.last_log_activity = min(now, max(prev.last_seen, obs.log.mtime))
+        elif prev is not None:
+            memory.last_log_activity = prev.last_log_activity
+        seen = memory.last_log_activity or min(now, obs.log.mtime)
+        verdict.silent_seconds = max(0.0, now - seen)
         verdict.notes.append(
             "log evidence is only the shared files' mtime, not per worker (run as root)"
         )
 
-    # Heartbeat: its own time is exact, whenever it was written.
+    # Heartbeat: its age counts on this integration's clock, from the run that saw the beat
+    # change; the writer's own time (which may be hours off after a clock step) only orders
+    # beats, and dates the beat at first sight when it lies in the past.
     beat = False
     if hb is not None:
         memory.hb_seq, memory.hb_time = hb.seq, hb.beat_time
         beat = prev is not None and (prev.hb_seq, prev.hb_time) != (hb.seq, hb.beat_time)
-        verdict.heartbeat_age = max(0.0, now - hb.beat_time)
+        if beat and prev is not None:
+            # It changed since the previous run: the writer's time is believed only
+            # within that interval, so a skewed clock moves the age by one run at most.
+            memory.hb_seen = min(now, max(prev.last_seen, hb.beat_time))
+        elif prev is None or prev.hb_seen is None:
+            memory.hb_seen = min(now, hb.beat_time)
+        else:
+            memory.hb_seen = prev.hb_seen
+        verdict.heartbeat_age = max(0.0, now - memory.hb_seen)
         if hb.task is not None:
             verdict.task_name = hb.task.name
             if hb.task.started is not None:
@@ -143,39 +163,37 @@ def judge(
     elif obs.heartbeat_unavailable and prev is not None:
         # Unreadable this run: keep the last beat we saw rather than forget it.
         memory.hb_seq, memory.hb_time = prev.hb_seq, prev.hb_time
+        memory.hb_seen = prev.hb_seen
         verdict.notes.append("heartbeat files unreadable this run")
 
-    last_beat = hb.beat_time if hb else memory.hb_time
+    last_beat = memory.hb_seen
     signals = [t for t in (log_since, last_beat) if t is not None]
     silent_since = max(signals) if signals else first_seen
     silent_for = max(0.0, now - silent_since)
 
-    # Progress: the main thread's CPU and wakeups since the previous run.
+    # Progress: the main thread's CPU and wakeups since the previous run, and anywhere in
+    # its work tree (threads, descendants) when that was read.
     progressed = False
-    others: bool | None = None  # other threads' progress, read only when it matters
     dcpu_main = 0.0
+    main_wait = proc.main_wait if proc is not None else None
+    tree: TreeVerdict | None = None
     if proc is not None:
         memory.cpu, memory.main_cpu = proc.cpu_seconds, proc.main_cpu_seconds
         memory.main_voluntary, memory.write_chars = proc.main_voluntary, proc.write_chars
-        memory.others_voluntary = proc.others_voluntary
         if prev is not None and prev.main_voluntary is not None and prev.cpu is not None:
             verdict.cpu_delta = max(0.0, proc.cpu_seconds - prev.cpu)
             verdict.wakeups = max(0, proc.main_voluntary - prev.main_voluntary)
             dcpu_main = max(0.0, proc.main_cpu_seconds - (prev.main_cpu or 0.0))
             progressed = verdict.wakeups > 0 or dcpu_main > 0
-            # A main thread parked in a wait (join, lock, queue) has handed the work to
-            # other threads: theirs is the progress that counts. A main thread blocked in a
-            # socket read is blocked whatever an APM thread does, so that is not asked.
-            if (
-                not progressed
-                and delegates_to_threads(proc)
-                and proc.others_voluntary is not None
-                and prev.others_voluntary is not None
-            ):
-                others = proc.others_voluntary > prev.others_voluntary
-                progressed = others
+            if obs.tree is not None:
+                tree = judge_tree(obs.tree, prev.units, now, interval)
+                memory.units = tree.memory or None
+                progressed = progressed or bool(tree.progressed)
+        if tree is None and prev is not None:
+            memory.units = prev.units  # not read this run: the counters stand
         kept_progress = prev.last_progress if prev is not None else None
         memory.last_progress = now if progressed or kept_progress is None else kept_progress
+        _remember_waits(memory, verdict, main_wait, tree, prev)
         if _in_blocking_call(proc):
             memory.blocked_syscall, memory.blocked_fd = proc.syscall, proc.syscall_fd
             same = prev is not None and (prev.blocked_syscall, prev.blocked_fd) == (
@@ -187,14 +205,37 @@ def judge(
             verdict.blocked_seconds = now - memory.blocked_since
             verdict.blocked_syscall = proc.syscall
             verdict.blocked_peer = obs.peer
+            if main_wait is not None:
+                verdict.blocked_timeout = main_wait.timeout_seconds
         elif proc.syscall is not None:
             verdict.blocked_seconds = 0.0
 
+    # What the worker waits for: a timed wait ends by itself; an untimed one is followed to
+    # the thread or descendant it waits on.
+    on_unit = tree.blocked[0] if tree is not None and tree.blocked else None
+    if on_unit is not None and on_unit.wait is not None and on_unit.blocked_since is not None:
+        verdict.blocked_syscall = on_unit.wait.syscall
+        verdict.blocked_peer = on_unit.wait.peer
+        verdict.blocked_seconds = now - on_unit.blocked_since
+        verdict.blocked_timeout = on_unit.wait.timeout_seconds
+    ends_by_itself = _ends_by_itself(main_wait, tree) if on_unit is None else None
+    verdict.waits_up_to = ends_by_itself
+
     # The verdict itself.
     no_progress_for = now - memory.last_progress if memory.last_progress is not None else 0.0
-    activity = advanced or beat or dcpu_main >= CLEAR_CPU
+    tree_busy = tree is not None and any(u.progressed and not u.new for u in tree.units)
+    activity = advanced or beat or dcpu_main >= CLEAR_CPU or tree_busy
     threads_unknown = (
-        proc is not None and delegates_to_threads(proc) and not progressed and others is None
+        proc is not None
+        and tree is None
+        and delegates_to_threads(proc)
+        and not progressed
+        and (main_wait is None or not main_wait.network)
+    )
+    supervisor = (
+        proc is not None
+        and proc.syscall in WAITS_FOR_CHILDREN
+        and (tree is None or not any_children(tree))
     )
     if proc is None or prev is None or prev.main_voluntary is None:
         if hb is not None and hb.state and silent_for < stall_after:
@@ -205,10 +246,11 @@ def judge(
         silent_for >= stall_after
         and no_progress_for >= stall_after
         and not threads_unknown
-        and proc.syscall not in WAITS_FOR_CHILDREN
+        and not supervisor
+        and ends_by_itself is None
     ):
         state = STALLED
-    elif prev.state == STALLED and not activity:
+    elif prev.state == STALLED and not activity and ends_by_itself is None:
         # Hysteresis: a lone wakeup (a stack-dump signal, a spurious wake) does not clear
         # a stall; wakeups on two runs in a row do, as does any log write, beat or CPU.
         memory.wake_runs = prev.wake_runs + 1 if progressed else 0
@@ -221,6 +263,7 @@ def judge(
             and verdict.cpu_delta is not None
             and verdict.cpu_delta >= BUSY_CPU_SHARE * interval
         )
+        or (interval and tree is not None and _tree_cpu(tree) >= BUSY_CPU_SHARE * interval)
     ):
         state = WORKING
     else:
@@ -231,10 +274,70 @@ def judge(
         memory.stalled_since = prev.stalled_since if prev and prev.stalled_since else now
         if prev is not None and prev.state == STALLED and no_progress_for < stall_after:
             verdict.notes.insert(0, f"stalled for {ago(now - memory.stalled_since)}")
-    facts = explain(verdict, obs, prev, now, silent_for, no_progress_for, log_since, others)
+    facts = explain(verdict, obs, prev, now, silent_for, no_progress_for, log_since, tree)
     verdict.reason = "; ".join(text for text, _ in facts if text)
     verdict.summary = "; ".join(dict.fromkeys(brief for _, brief in facts if brief))
     return verdict, memory
+
+
+def any_children(tree: TreeVerdict) -> bool:
+    return any(u.key.startswith("p") for u in tree.units)
+
+
+def _tree_cpu(tree: TreeVerdict) -> float:
+    """CPU of the descendants (a thread's is in the process's own CPU already)."""
+    return sum(u.cpu_delta for u in tree.units if u.key.startswith("p"))
+
+
+def _ends_by_itself(main: WaitObservation | None, tree: TreeVerdict | None) -> float | None:
+    """The timeout of the wait the worker is in, when that wait ends by itself; else None.
+
+    The main thread's own timed wait; or, when it waits for its children or threads and
+    none of them is blocked, the timed wait one of them is in (a child reading with a
+    socket timeout, a pool thread sleeping between retries).
+    """
+    if main is None:
+        return None
+    if main.timed:
+        return main.timeout if main.timeout is not None else -1.0
+    if tree is None or main.network:
+        return None
+    # Housekeeping threads count here: with nothing blocked, a main thread parked while its
+    # threads sleep on timers is as idle as one sleeping itself.
+    waiting = tree.timed(children=main.on_children)
+    if not waiting:
+        return None
+    timeouts = [u.wait.timeout for u in waiting if u.wait is not None and u.wait.timeout]
+    return max(timeouts) if timeouts else -1.0
+
+
+def _remember_waits(
+    memory: WorkerMemory,
+    verdict: WorkerVerdict,
+    main: WaitObservation | None,
+    tree: TreeVerdict | None,
+    prev: WorkerMemory | None,
+) -> None:
+    """Resolved peers for the next run, and the peers waited on without a timeout."""
+    waits = [main] + ([u.wait for u in tree.units] if tree is not None else [])
+    peers: dict[str, str] = {}
+    untimed: dict[str, int] = {}
+    for wait in waits:
+        if wait is None:
+            continue
+        if wait.peer_key and wait.peer:
+            peers[wait.peer_key] = wait.peer
+        if wait.untimed_network:
+            name = wait.peer or "unresolved peer"
+            untimed[name] = untimed.get(name, 0) + 1
+    if main is None and tree is None and prev is not None:
+        peers = dict(prev.peers or {})  # nothing read this run: what was resolved stands
+    memory.peers = dict(list(peers.items())[:MAX_PEERS]) or None
+    verdict.untimed_waits = untimed
+    known = list(prev.untimed_peers or ()) if prev is not None else []
+    known = [p for p in known if p not in untimed] + sorted(untimed)
+    memory.untimed_peers = known[-MAX_PEERS:] or None
+    verdict.untimed_peers = memory.untimed_peers or []
 
 
 def delegates_to_threads(proc: ProcessObservation) -> bool:

@@ -35,6 +35,8 @@ HEARTBEAT_AGE = "workerwatch.worker.heartbeat.ageSeconds"
 CPU = "workerwatch.worker.cpu.seconds"
 WAKEUPS = "workerwatch.worker.mainThread.wakeups"
 BLOCKED = "workerwatch.worker.blocked.seconds"
+BLOCKED_TIMEOUT = "workerwatch.worker.blocked.timeoutSeconds"
+UNTIMED_WAITS = "workerwatch.worker.untimedWaits"
 RESTARTS = "workerwatch.worker.restarts"
 TASK_RUNNING = "workerwatch.worker.task.runningSeconds"
 GROUP_RUNNING = "workerwatch.group.running"
@@ -70,6 +72,8 @@ CATALOGUE: dict[str, MetricSpec] = _specs(
     MetricSpec(CPU, "count", "seconds", W),
     MetricSpec(WAKEUPS, "count", "count", W),
     MetricSpec(BLOCKED, "gauge", "seconds", (*W, "blocked.syscall", "blocked.peer")),
+    MetricSpec(BLOCKED_TIMEOUT, "gauge", "seconds", (*W, "blocked.syscall", "blocked.peer")),
+    MetricSpec(UNTIMED_WAITS, "gauge", "count", (*W, "blocked.peer")),
     MetricSpec(RESTARTS, "count", "count", W),
     MetricSpec(TASK_RUNNING, "gauge", "seconds", (*W, "task.name")),
     # per group

@@ -12,6 +12,7 @@ import functools
 import json
 import os
 import socket
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +130,10 @@ def worker_metrics(v: WorkerVerdict, brief: bool = False) -> list[dict[str, Any]
     if v.blocked_seconds is not None:
         blocked = {**attrs, "blocked.syscall": v.blocked_syscall, "blocked.peer": v.blocked_peer}
         out.append(metric(catalogue.BLOCKED, v.blocked_seconds, blocked))
+        if v.blocked_timeout is not None:
+            out.append(metric(catalogue.BLOCKED_TIMEOUT, v.blocked_timeout, blocked))
+    for peer, count in sorted(v.untimed_waits.items()):
+        out.append(metric(catalogue.UNTIMED_WAITS, count, {**attrs, "blocked.peer": peer}))
     if v.restarted:
         out.append(metric(catalogue.RESTARTS, 1, attrs, ms))
     if v.task_seconds is not None and v.task_name:
@@ -175,8 +180,9 @@ def _flatten(prefix: str, value: Any, into: dict[str, Any]) -> None:
         into[prefix] = value
 
 
-def inventory(config: Config) -> dict[str, dict[str, Any]]:
-    """The effective configuration (no secrets) and the version, one item per section."""
+def inventory(config: Config, workers: Sequence[WorkerVerdict] = ()) -> dict[str, dict[str, Any]]:
+    """The effective configuration (no secrets), the version, one item per section, and
+    per worker the peers it was seen waiting on without a timeout."""
     data = redacted(config)
     items: dict[str, dict[str, Any]] = {
         "integration": {
@@ -195,6 +201,11 @@ def inventory(config: Config) -> dict[str, dict[str, Any]]:
             flat = {}
             _flatten("", data[section], flat)
             items[section] = flat
+    for v in workers:
+        if v.untimed_peers:
+            # One entry per worker: what it has been seen waiting on without a timeout.
+            peers = ",".join(clean_text(p) for p in v.untimed_peers)
+            items[f"untimedWaits/{v.name}"] = {"peers": clean_text(peers, MAX_ATTRIBUTE)}
     return items
 
 
@@ -208,7 +219,7 @@ def build_payload(result: RunResult, config: Config, sections: Sections) -> dict
             "attributes": {"host.name": host_name()},
         },
         "metrics": all_metrics(result) if sections.metrics else [],
-        "inventory": inventory(config) if sections.inventory else {},
+        "inventory": inventory(config, result.workers) if sections.inventory else {},
         "events": list(result.events) if sections.events else [],
         "ignore_entity": False,
     }
