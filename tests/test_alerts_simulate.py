@@ -4,7 +4,9 @@ The run: real worker processes (two loggers on a shared log, an idle poller that
 socket timeout, a CPU-bound worker that never logs, a worker sleeping in backoff, a worker
 that blocks in recv() on a server that never answers, one that is killed), collected by the
 real collector with the shipped defaults (the group sets no stall_after) and printed by the
-real emitter. Collections happen about every half second of wall time while the collector's
+real emitter. Two of the healthy workers wait longer than stall_after without a wake-up, a
+poll with a socket timeout and a backoff sleep: timed waits, which are idle, never stalled.
+Collections happen about every half second of wall time while the collector's
 clock, which stamps the payloads and measures every silence, advances 30 s per run (the
 one-shot agent interval): the shipped thresholds are met in seconds instead of minutes.
 
@@ -67,6 +69,10 @@ def run(tmp_path: Path, tag: str, fleet, silent_server):
     # Sleeps of one second of wall time: about two runs of the collector's clock, a 60 s
     # backoff on it.
     backoff = fleet.start("backoff", "1.0")
+    # Waits of 60 s of wall time, longer than the whole run: on the collector's clock a poll
+    # and a backoff sleep far longer than stall_after, which end by themselves (timed waits).
+    long_poller = fleet.start("poller", "127.0.0.1", silent_server.port, "60")
+    long_backoff = fleet.start("backoff", "60")
     doomed = fleet.start("sleeper")
     hung = fleet.start("hung", shared, "127.0.0.1", silent_server.port)
     wait_for(lambda: main_thread_blocked(hung.pid), what="hung worker blocked in recv")
@@ -100,7 +106,7 @@ def run(tmp_path: Path, tag: str, fleet, silent_server):
     pids = {
         "hung": hung.pid,
         "doomed": doomed.pid,
-        "healthy": [p.pid for p in (*loggers, poller, busy, backoff)],
+        "healthy": [p.pid for p in (*loggers, poller, busy, backoff, long_poller, long_backoff)],
     }
     path = tmp_path / "payloads.jsonl"
     path.write_text("".join(lines), encoding="utf-8")
@@ -123,7 +129,7 @@ def test_the_stalled_worker_opens_in_time_and_no_healthy_worker_ever_does(
     names = _names(lines)
     hung, doomed = names[pids["hung"]], names[pids["doomed"]]
     healthy = {names[pid] for pid in pids["healthy"]}
-    assert len(healthy) == 5
+    assert len(healthy) == 7
     stalled_series = _by_name(lines, "workerwatch.worker.stalled")
     first_stalled = min(t for t, v in stalled_series[hung] if v == 1)
     for name in healthy:

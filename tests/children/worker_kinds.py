@@ -38,10 +38,10 @@ def main():
         x = 0
         while True:
             x += 1
-    elif mode == "poller":  # idle poller: wakes on a recv timeout, never logs
+    elif mode == "poller":  # idle poller: wakes on a recv timeout (0.2 s or args[2]), never logs
         host, port = args[0], int(args[1])
         conn = socket.create_connection((host, port))
-        conn.settimeout(0.2)
+        conn.settimeout(float(args[2]) if len(args) > 2 else 0.2)
         while True:
             with contextlib.suppress(TimeoutError):
                 conn.recv(1024)
