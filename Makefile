@@ -34,9 +34,11 @@ test-fast: lint
 demo: $(STAMP)
 	$(PY) -m demo $(ARGS)
 
-# Cost of one collection at 5, 50 and 200 workers; writes bench/RESULTS.md (ARGS: --help).
+# Cost of one collection at 5, 50 and 200 workers, and of one stall-evidence capture;
+# writes bench/RESULTS.md (ARGS, for bench_collect.py: --help).
 bench: $(STAMP)
 	$(PY) bench/bench_collect.py $(ARGS)
+	$(PY) bench/bench_capture.py
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info integration/*.egg-info .pytest_cache .ruff_cache

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -112,3 +113,17 @@ def run_integration(config: Path, *flags: str, env: dict | None = None) -> tuple
     )
     assert done.returncode == 0, f"exit {done.returncode}: {done.stderr}"
     return done.stdout, done.stderr
+
+
+def python_without_py_spy(tmp_path: Path) -> str:
+    """This venv under another directory with no py-spy in its bin/ (diagnose and the stall
+    capture look beside their interpreter first): its pyvenv.cfg and lib/, and the base
+    interpreter."""
+    venv = Path(sys.prefix)
+    mirror = tmp_path / "venv-without-py-spy"
+    if not mirror.exists():
+        (mirror / "bin").mkdir(parents=True)
+        shutil.copy(venv / "pyvenv.cfg", mirror / "pyvenv.cfg")
+        (mirror / "lib").symlink_to(venv / "lib")
+        (mirror / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
+    return str(mirror / "bin" / "python")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet import main_thread_blocked, wait_for
+from tests.fleet import main_thread_blocked, python_without_py_spy, wait_for
 from tests.v4 import write_config
 
 # A worker that registered a SIGUSR1 stack dump the way the heartbeat library's
@@ -66,19 +66,6 @@ def _no_py_spy_path(tmp_path: Path) -> str:
     return str(bin_dir)
 
 
-def _python_without_py_spy(tmp_path: Path) -> str:
-    """This venv under another directory with no py-spy in its bin/ (diagnose looks beside
-    its interpreter first): its pyvenv.cfg and lib/, and the base interpreter."""
-    venv = Path(sys.prefix)
-    mirror = tmp_path / "venv-without-py-spy"
-    if not mirror.exists():
-        (mirror / "bin").mkdir(parents=True)
-        shutil.copy(venv / "pyvenv.cfg", mirror / "pyvenv.cfg")
-        (mirror / "lib").symlink_to(venv / "lib")
-        (mirror / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
-    return str(mirror / "bin" / "python")
-
-
 @pytest.fixture
 def dumping_worker(tmp_path, tag, silent_server):
     stderr = open(tmp_path / "worker.stderr", "w")  # noqa: SIM115 - the child keeps it
@@ -103,7 +90,7 @@ def test_evidence_and_sockets_of_a_hung_worker_without_any_signal(
     wait_for(lambda: main_thread_blocked(hung.pid), what="hung worker blocked in recv")
     done = _diagnose(
         _config(tmp_path, tag), str(hung.pid),
-        path=_no_py_spy_path(tmp_path), python=_python_without_py_spy(tmp_path),
+        path=_no_py_spy_path(tmp_path), python=python_without_py_spy(tmp_path),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     out = done.stdout
@@ -121,7 +108,7 @@ def test_evidence_and_sockets_of_a_hung_worker_without_any_signal(
     assert hung.poll() is None
     refused = _diagnose(
         _config(tmp_path, tag), str(hung.pid), "--signal",
-        path=_no_py_spy_path(tmp_path), python=_python_without_py_spy(tmp_path),
+        path=_no_py_spy_path(tmp_path), python=python_without_py_spy(tmp_path),
     )  # fmt: skip
     assert refused.returncode == 0, refused.stderr
     assert "SIGUSR1 not sent" in refused.stdout and "would kill the worker" in refused.stdout
@@ -131,7 +118,7 @@ def test_evidence_and_sockets_of_a_hung_worker_without_any_signal(
 def test_signal_dump_only_when_asked(tmp_path, tag, dumping_worker):
     config = _config(tmp_path, tag)
     path = _no_py_spy_path(tmp_path)
-    python = _python_without_py_spy(tmp_path)
+    python = python_without_py_spy(tmp_path)
     stderr_file = tmp_path / "worker.stderr"
 
     quiet = _diagnose(config, str(dumping_worker.pid), path=path, python=python)

@@ -23,6 +23,7 @@ SUBCOMMANDS: dict[str, str] = {
     "push": "workerwatch.commands.push:main",
     "status": "workerwatch.commands.status:main",
     "diagnose": "workerwatch.commands.diagnose:main",
+    "discover": "workerwatch.commands.discover:main",
     "alerts": "workerwatch.alerts.cli:alerts_main",
     "dashboards": "workerwatch.alerts.cli:dashboards_main",
 }

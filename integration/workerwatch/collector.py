@@ -22,6 +22,7 @@ from workerwatch.config import Config
 from workerwatch.host import child
 from workerwatch.host.procfs import start_ticks
 from workerwatch.judge import fleet
+from workerwatch.judge.events import add_evidence, transition_event
 from workerwatch.judge.memory import HungStep, Probes, RunRecord, WorkerMemory
 from workerwatch.judge.states import UNKNOWN, GroupVerdict, WorkerVerdict
 from workerwatch.judge.verdict import judge_group
@@ -44,6 +45,59 @@ class RunResult:
 def live_hung_steps(hung: dict[str, HungStep]) -> dict[str, HungStep]:
     """The remembered hung steps whose probe child is still the same live process."""
     return {step: h for step, h in hung.items() if start_ticks(h.pid) == h.start}
+
+
+# Stack captures per run and the time one may take: py-spy attaches in well under a second
+# (bench/RESULTS.md); what cannot be captured by the deadline is captured on the next run.
+MAX_CAPTURES = 2
+CAPTURE_TIMEOUT = 5.0
+# Left for saving the state and emitting once the captures are done.
+CAPTURE_RESERVE = 2.0
+
+
+def capture_evidence(
+    judged: list[fleet.JudgedWorker],
+    memories: dict[str, WorkerMemory],
+    events: list[dict[str, Any]],
+    deadline: float,
+) -> None:
+    """The stack of each newly stalled worker, once per stall, onto its stalled event.
+
+    Runs after judging (the judge stays pure) for workers whose verdict is stalled and whose
+    current stall has no evidence yet (``WorkerMemory.evidence_for``). At most
+    ``MAX_CAPTURES`` a run, each within ``CAPTURE_TIMEOUT`` and the run's deadline; a
+    worker left over is captured on a later run, on an event of its own.
+    """
+    from workerwatch.host import stack
+
+    done = 0
+    for j in judged:
+        memory, verdict = j.memory, j.verdict
+        if not verdict.stalled or memory.stalled_since is None:
+            continue
+        prev = memories.get(j.key)
+        if prev is not None and prev.evidence_for == memory.stalled_since:
+            memory.evidence_for = prev.evidence_for  # already captured for this stall
+            continue
+        event = next(
+            (e for e in j.events if e["attributes"].get("workerwatch.transition") == "stalled"),
+            None,
+        )
+        budget = min(CAPTURE_TIMEOUT, deadline - time.monotonic() - CAPTURE_RESERVE)
+        if done >= MAX_CAPTURES or budget < 0.5:
+            if event is not None:
+                add_evidence(event, verdict, "none", [], skipped="deferred to the next run "
+                             f"({MAX_CAPTURES} captures a run, within the deadline)")  # fmt: skip
+            continue
+        found = stack.capture(verdict.pid, budget)
+        done += 1
+        if event is None:  # stalled in an earlier run whose capture was deferred
+            event = transition_event(verdict, "evidence")
+            events.append(event)
+        add_evidence(
+            event, verdict, found.source, found.stack, found.skipped, found.sockets, found.seconds
+        )
+        memory.evidence_for = memory.stalled_since
 
 
 def without_history(verdict: WorkerVerdict, why: str) -> WorkerVerdict:
@@ -141,6 +195,7 @@ class Collector:
             if key not in new_memories and (not host.discovered or key in live_keys):
                 new_memories[key] = memory
         fleet.remember_names(state.names, judged, now, self.config.forget_after)
+        capture_evidence(judged, memories, events, deadline)
 
         backlog, notes = self._backlog_result(
             backlog_thread, backlog_box, deadline, errors, state.probes

@@ -37,6 +37,7 @@ from workerwatch import log
 from workerwatch.commands.common import add_operator_flags, load_operator_config, read_only_store
 from workerwatch.host import log_offsets, process
 from workerwatch.host.procfs import ProcGone
+from workerwatch.host.stack import kernel_stack, py_spy
 from workerwatch.sanitize import clean_text
 from workerwatch.units import human_duration, parse_duration
 
@@ -210,39 +211,6 @@ def _stderr_target(pid: int) -> str | None:
     return None
 
 
-def find_py_spy() -> str | None:
-    """py-spy beside our interpreter (a venv's bin/, where pip put it), else on PATH: the
-    agent and sudo run us with a PATH that rarely holds a venv."""
-    return shutil.which("py-spy", path=os.path.dirname(sys.executable)) or shutil.which("py-spy")
-
-
-def py_spy(pid: int, timeout: float) -> tuple[bool, list[str]]:
-    exe = find_py_spy()
-    if not exe:
-        return False, [
-            f"py-spy is not beside {sys.executable} nor on PATH "
-            "(pip install py-spy gives the Python stack)"
-        ]
-    try:
-        done = subprocess.run(
-            # --nonblocking reads the stack without stopping the worker: a pause would wake
-            # its main thread and count as the very progress we are judging.
-            [exe, "dump", "--nonblocking", "--pid", str(pid)],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return False, [f"py-spy dump did not finish within {timeout:g} s"]
-    except OSError as exc:
-        return False, [f"py-spy could not run: {exc}"]
-    if done.returncode != 0:
-        why = (done.stderr or done.stdout).strip().splitlines()[-3:]
-        return False, ["py-spy dump failed (needs root or CAP_SYS_PTRACE):", *why]
-    return True, done.stdout.rstrip().splitlines()
-
-
 def signal_dump(pid: int, wait: float) -> tuple[bool, list[str]]:
     caught = signal_caught(pid, signal.SIGUSR1)
     if caught is None:
@@ -289,13 +257,6 @@ def signal_dump(pid: int, wait: float) -> tuple[bool, list[str]]:
         lines.append(f"new lines in {target}:")
         lines.extend(text.rstrip().splitlines())
     return True, lines
-
-
-def kernel_stack(pid: int) -> list[str]:
-    text = _read(f"/proc/{pid}/task/{pid}/stack")
-    if text is None:
-        return [f"/proc/{pid}/task/{pid}/stack not readable (root only)"]
-    return ["main thread kernel stack:", *("  " + ln for ln in text.rstrip().splitlines())]
 
 
 def build_parser() -> argparse.ArgumentParser:

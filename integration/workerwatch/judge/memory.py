@@ -99,6 +99,9 @@ class WorkerMemory:
     untimed_peers: list[str] | None = field(
         default=None, metadata={"tolerant": True, "max_length": MAX_PEERS, "each": NAME}
     )
+    # The ``stalled_since`` of the stall whose evidence (stack) was captured or skipped
+    # for good: one capture per stall, however many runs it lasts.
+    evidence_for: float | None = _optional(TIME)
 
 
 @dataclass
