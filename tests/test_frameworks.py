@@ -380,7 +380,8 @@ def test_a_hung_job_is_stalled_naming_its_process_and_the_peer(scene):
         ]
         assert re.fullmatch(
             rf"busy on {re.escape(task)} for \d+ s, no beat for \d+ s; no log write for \d+ s; "
-            rf"main thread blocked in recvfrom on {re.escape(peer)} for \d+ s, 0 wakeups in \d+ s; "
+            rf"main thread blocked in recvfrom on {re.escape(peer)} with no timeout for \d+ s, "
+            r"0 wakeups in \d+ s; "
             r"cpu \+0\.00 s",
             event["attributes"]["worker.reason"],
         ), event
