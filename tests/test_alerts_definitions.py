@@ -149,6 +149,152 @@ def test_every_condition_has_a_description_and_a_runbook_section(policy: AlertsD
         assert c.key in anchors, f"docs/RUNBOOK.md has no '## ' section for {c.key}"
 
 
+# What docs/alerts.md promises for every shipped condition: its name there, the term's
+# priority and operator, then the threshold and the duration, each either a number or the
+# parameter whose documented default it takes (a `*_minutes` parameter counts minutes).
+# ABOVE is strictly greater: with `max(workerwatch.worker.stalled)`, a 0/1 gauge, ABOVE 0
+# holds for a stalled worker only, where ABOVE_OR_EQUALS 0 would hold for every healthy one.
+# BELOW is strictly less: with `min(workerwatch.worker.up)`, 1 while the process runs and 0
+# while a known worker is gone, BELOW 1 holds for a gone worker only.
+# ALL: the value must hold for the whole duration ("for at least N minutes"), not once.
+# (docs.newrelic.com/docs/alerts/create-alert/set-thresholds/set-thresholds-alert-condition;
+# operators and occurrences: the NerdGraph AlertsNrqlConditionTermsInput enums.)
+# Worker stalled opens on one stalled report: the integration already waited stall_after
+# (docs/alerts.md, "Hang to incident": "`above 0` `at least once in` 1 minute").
+PROMISED_OCCURRENCES = {
+    "worker-waits-without-a-timeout": "AT_LEAST_ONCE",
+    "worker-stalled": "AT_LEAST_ONCE",
+}
+PROMISED_TERMS = {
+    "worker-stalled": ("Worker stalled", "critical", "ABOVE", 0, "stall_minutes"),
+    "workers-missing": ("Workers missing", "critical", "ABOVE", 0, "missing_minutes"),
+    "worker-gone": ("Worker gone", "critical", "BELOW", 1, "gone_minutes"),
+    "worker-heartbeat-silent": (
+        "Worker heartbeat silent",
+        "warning",
+        "ABOVE",
+        "heartbeat_silent_minutes",
+        "confirm_minutes",
+    ),
+    "worker-log-silent": (
+        "Worker log silent",
+        "warning",
+        "ABOVE",
+        "log_silent_minutes",
+        "confirm_minutes",
+    ),
+    "worker-waits-without-a-timeout": (
+        "Worker waits without a timeout",
+        "warning",
+        "ABOVE",
+        0,
+        "confirm_minutes",
+    ),
+    "swf-backlog-stuck": (
+        "SWF backlog stuck",
+        "critical",
+        "ABOVE",
+        "swf_backlog_stuck_minutes",
+        "confirm_minutes",
+    ),
+    "swf-workflows-timing-out": (
+        "SWF workflows timing out",
+        "critical",
+        "ABOVE",
+        "swf_timed_out_workflows",
+        "confirm_minutes",
+    ),
+    "swf-canary-late": (
+        "SWF canary late",
+        "critical",
+        "ABOVE",
+        "canary_late_minutes",
+        "confirm_minutes",
+    ),
+    "sqs-backlog-stuck": (
+        "SQS backlog stuck",
+        "critical",
+        "ABOVE",
+        "sqs_backlog_stuck_minutes",
+        "confirm_minutes",
+    ),
+}
+# The one condition without a threshold: loss of signal per host.
+PROMISED_LOSS_OF_SIGNAL = {"integration-not-reporting": "Integration not reporting"}
+# Loss-of-signal settings: (expiration duration, open_incident, close_incidents,
+# ignore_on_expected_termination); every other condition has none.
+# Integration not reporting "opens an incident" and does not honour `termination: expected`
+# ("`ignore_on_expected_termination` is off", docs/alerts.md). Worker gone closes "by loss of
+# signal once the integration forgets the worker" (docs/alerts.md), opening none, after
+# `gone_forgotten_minutes` (docs/RUNBOOK.md "Worker gone").
+PROMISED_EXPIRATION = {
+    "integration-not-reporting": ("integration_silent_minutes", True, False, False),
+    "worker-gone": ("gone_forgotten_minutes", False, True, False),
+}
+
+
+def documented_defaults() -> dict[str, str]:
+    """The parameter table of docs/alerts.md: name -> the default it documents."""
+    rows = re.findall(
+        r"^\| `(\w+)` \| `([^`]*)` \|", (ROOT / "docs" / "alerts.md").read_text(), re.M
+    )
+    return dict(rows)
+
+
+def _documented(value: int | str, defaults: dict[str, str]) -> float:
+    if isinstance(value, int):
+        return value
+    number = float(defaults[value])
+    return number * 60 if value.endswith("_minutes") else number
+
+
+def test_every_shipped_condition_has_the_documented_operator_threshold_and_duration(
+    policy: AlertsDocument,
+) -> None:
+    defaults = documented_defaults()
+    docs = " ".join((ROOT / "docs" / "alerts.md").read_text(encoding="utf-8").split())
+    conditions = {c.key: c for c in policy.conditions}
+    assert set(conditions) == set(PROMISED_TERMS) | set(PROMISED_LOSS_OF_SIGNAL)
+    for key, (name, priority, operator, threshold, duration) in PROMISED_TERMS.items():
+        c = conditions[key]
+        assert c.name == name and f"**{name}**" in docs, key
+        assert [p.lower() for p, _ in c.terms] == [priority], key
+        term = getattr(c, priority)
+        assert term.operator == operator, key
+        assert term.threshold == _documented(threshold, defaults), key
+        assert term.duration == _documented(duration, defaults), key
+        # A wait without a timeout is a risk once seen; it is reported only in the runs
+        # that catch the worker in it, so one breaching window is enough.
+        assert term.occurrences == PROMISED_OCCURRENCES.get(key, "ALL"), key
+    for key, name in PROMISED_LOSS_OF_SIGNAL.items():
+        c = conditions[key]
+        assert c.name == name and f"**{name}**" in docs, key
+        assert c.terms == [], key
+    for key, c in conditions.items():
+        if key not in PROMISED_EXPIRATION:
+            assert c.expiration is None, key
+            continue
+        duration, opens, closes, ignores = PROMISED_EXPIRATION[key]
+        assert c.expiration is not None, key
+        assert c.expiration.duration == _documented(duration, defaults), key
+        assert c.expiration.open_incident is opens, key
+        assert c.expiration.close_incidents is closes, key
+        assert c.expiration.ignore_on_expected_termination is ignores, key
+    assert "`above 0` `at least once in` 1 minute" in docs
+    # What the docs say of the expected-termination tag is what the definition ships.
+    assert "(`ignore_on_expected_termination` is off)" in docs
+    # "New Relic closes incidents still open after this" (violation_time_limit_hours).
+    limit = float(defaults["violation_time_limit_hours"]) * 3600
+    assert {c.key: c.violation_time_limit for c in policy.conditions} == dict.fromkeys(
+        conditions, limit
+    )
+    # The documented defaults are the shipped ones (the numbers above come from the docs).
+    shipped = {name: str(p.default).lower() for name, p in policy.parameters.items()}
+    for name, documented in defaults.items():
+        if name in shipped:
+            assert shipped[name] == documented.lower(), name
+
+
 def test_thresholds_are_parameters_not_literals_in_nrql(policy: AlertsDocument) -> None:
     for c in policy.conditions:
         assert not re.search(r"\d", c.nrql), f"{c.key}: a number in the NRQL"

@@ -133,6 +133,34 @@ def test_plan_prints_each_field_and_changes_nothing(fake, capsys) -> None:
     assert "expiration.openViolationOnExpiration: true" in out
 
 
+def test_apply_sends_each_conditions_defined_terms_and_expiration(fake, capsys) -> None:
+    """What reaches NerdGraph is what the definitions say (checked against the docs in
+    test_alerts_definitions): operator, threshold, duration and occurrences of every term."""
+    assert run(capsys, fake, "alerts", "apply")[0] == 0
+    stored = {c["name"]: c for c in fake.conditions.values()}
+    (doc,) = load_alerts(DEFINITIONS / "alerts", {})
+    assert set(stored) == {c.name for c in doc.conditions}
+    for c in doc.conditions:
+        sent = stored[c.name]
+        fields = ("priority", "operator", "threshold", "thresholdDuration", "thresholdOccurrences")
+        assert [tuple(t[f] for f in fields) for t in sent["terms"]] == [
+            (p, t.operator, t.threshold, t.duration, t.occurrences) for p, t in c.terms
+        ], c.key
+        expiration = sent["expiration"]
+        if c.expiration is None:
+            assert expiration["openViolationOnExpiration"] is False, c.key
+        else:
+            assert expiration["expirationDuration"] == c.expiration.duration, c.key
+            assert expiration["openViolationOnExpiration"] is c.expiration.open_incident
+            assert expiration["closeViolationsOnExpiration"] is c.expiration.close_incidents
+            assert (
+                expiration["ignoreOnExpectedTermination"]
+                is c.expiration.ignore_on_expected_termination
+            )
+    stalled = stored["Worker stalled"]["terms"]
+    assert [(t["operator"], t["threshold"]) for t in stalled] == [("ABOVE", 0)]
+
+
 def test_changed_threshold_updates_exactly_one_condition(fake, capsys) -> None:
     assert run(capsys, fake, "alerts", "apply")[0] == 0
     before = len(fake.mutations)

@@ -92,12 +92,16 @@ def test_alerts_hcl_parses_and_matches_the_definitions(alerts_text: str) -> None
             assert block["operator"] == term.operator.lower()
             assert float(block["threshold"]) == term.threshold
             assert block["threshold_duration"] == term.duration
+            assert block["threshold_occurrences"] == term.occurrences.lower()
         for absent in {"critical", "warning"} - {p.lower() for p, _ in c.terms}:
             assert absent not in body
         if c.expiration:
             assert body["expiration_duration"] == c.expiration.duration
             assert body["open_violation_on_expiration"] is c.expiration.open_incident
             assert body["close_violations_on_expiration"] is c.expiration.close_incidents
+            assert body["ignore_on_expected_termination"] is (
+                c.expiration.ignore_on_expected_termination
+            )
 
 
 def test_dashboards_hcl_parses_with_pages_and_sorted_widgets(dashboards_text: str) -> None:

@@ -6,8 +6,10 @@ import json
 import os
 import time
 
-from workerwatch.host.heartbeat_files import MAX_BYTES, observe, parse
-from workerwatch.judge.naming import stem
+import pytest
+from workerwatch.host.heartbeat_files import FUTURE_SKEW, MAX_BYTES, observe, parse
+from workerwatch.judge.naming import match_heartbeat, stem
+from workerwatch.observations import HeartbeatObservation, Worker
 
 NOW = time.time()
 
@@ -50,6 +52,15 @@ def test_bad_bodies_fall_back_to_mtime_and_say_why():
         assert hb.beat_time == NOW - 50
 
 
+def test_a_beat_written_while_the_run_reads_is_not_from_the_future():
+    """The run's clock is read when it starts; a worker may beat a moment after that."""
+    for ahead in (0.5, FUTURE_SKEW - 0.5):
+        hb = parse("/hb/w.json", beat(time=NOW + ahead), NOW - 50, NOW)
+        assert hb.problem is None and hb.beat_time == NOW + ahead, ahead
+    late = parse("/hb/w.json", beat(time=NOW + FUTURE_SKEW + 1), NOW - 50, NOW)
+    assert "in the future" in late.problem and late.beat_time == NOW - 50
+
+
 def test_fields_are_validated_and_sanitised():
     hb = parse("/hb/w.json", beat(pid=-5, seq=True, worker="w\nx" * 200,
                task={"name": "T\x1b[31m" + "x" * 5000, "started": NOW - 1}), NOW, NOW)  # fmt: skip
@@ -77,3 +88,46 @@ def test_hostile_files_on_disk(tmp_path):
     for name in ("shadow", "zero", "fifo", "dir"):
         assert name not in by_name, name
         assert f"{name}.json" in text, name
+
+
+# ----------------------------------------------------------------------------- matching
+
+UNIT_WORKER = Worker(group="g", pid=4242, create_time=NOW - 100, unit="worker@3.service")
+BARE_WORKER = Worker(group="g", pid=4242, create_time=NOW - 100)
+
+
+def hb(path: str, pid: int | None = None, worker: str | None = None) -> HeartbeatObservation:
+    return HeartbeatObservation(path=path, beat_time=NOW, pid=pid, worker=worker)
+
+
+@pytest.mark.parametrize(
+    ("worker", "beats", "expected"),
+    [
+        # 1. the pid it declares, before any name, wherever the file is in the list
+        (UNIT_WORKER, [hb("/a.json", None, "worker@3"), hb("/b.json", 4242, "other")], 1),
+        (UNIT_WORKER, [hb("/worker@3.json"), hb("/b.json", 4242)], 1),
+        (BARE_WORKER, [hb("/b.json", 4242, "worker@3")], 0),
+        # 2. the worker name, only when the file declares no pid
+        (UNIT_WORKER, [hb("/a.json", None, "worker@3")], 0),
+        (UNIT_WORKER, [hb("/a.json", None, "worker@3.service")], 0),
+        (UNIT_WORKER, [hb("/a.json", None, "4242")], 0),
+        (UNIT_WORKER, [hb("/a.json", 999, "worker@3")], None),
+        (UNIT_WORKER, [hb("/a.json", 999, "worker@3"), hb("/b.json", None, "worker@3")], 1),
+        (UNIT_WORKER, [hb("/a.json", None, "worker@9")], None),
+        (BARE_WORKER, [hb("/a.json", None, "worker@3")], None),
+        # 3. a plain file (no pid, no name) named after the unit or the pid
+        (UNIT_WORKER, [hb("/hb/worker@3.json")], 0),
+        (UNIT_WORKER, [hb("/hb/worker@3")], 0),
+        (UNIT_WORKER, [hb("/hb/worker@3.service")], 0),
+        (BARE_WORKER, [hb("/hb/4242.json")], 0),
+        (UNIT_WORKER, [hb("/hb/worker@9.json")], None),
+        (BARE_WORKER, [hb("/hb/worker@3.json")], None),
+        # a file that declares a pid or a name is never matched by its file name
+        (UNIT_WORKER, [hb("/hb/worker@3.json", 999)], None),
+        (UNIT_WORKER, [hb("/hb/worker@3.json", None, "worker@9")], None),
+        (UNIT_WORKER, [], None),
+    ],
+)
+def test_heartbeat_matching_order(worker: Worker, beats: list, expected: int | None) -> None:
+    found = match_heartbeat(worker, beats)
+    assert found is (None if expected is None else beats[expected])

@@ -56,6 +56,20 @@ def test_a_main_thread_waiting_for_a_busy_thread_is_not_stalled(
     assert states[stuck.pid][0] == "stalled", states[stuck.pid]
 
 
+def test_a_busy_background_thread_does_not_hide_a_hung_main_thread(
+    tmp_path, tag, fleet, silent_server
+):
+    """An APM harvest thread keeps the process's CPU ticking; the main thread's does not."""
+    hung = fleet.start("apm", "127.0.0.1", silent_server.port)
+    wait_for(lambda: len(silent_server.accepted) >= 1 and main_thread_blocked(hung.pid))
+    payload = _runs(_config(tmp_path, tag), 3)
+    state, reason = _states(payload)[hung.pid]
+    assert state == "stalled", reason
+    assert f"main thread blocked in recvfrom on 127.0.0.1:{silent_server.port}" in reason, reason
+    (cpu,) = find(payload, "workerwatch.worker.cpu.seconds")
+    assert cpu["value"] > 0, "the process itself was on the CPU"
+
+
 @pytest.mark.slow  # real workers over several stall windows
 def test_workers_sharing_one_inherited_log_file(tmp_path, tag, fleet, silent_server):
     """A forked logger and a hung sibling share one open file: only the hung one is stalled."""

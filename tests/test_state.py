@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from workerwatch.judge.memory import FORMAT_VERSION, SavedState, WorkerMemory
@@ -181,3 +182,32 @@ def test_a_full_disk_loses_one_save_not_the_run(tmp_path):
         assert not [p for p in os.listdir(mountpoint) if p.startswith(".state.")], "no temp left"
     finally:
         subprocess.run(["umount", "-l", str(mountpoint)], check=False)
+
+
+def test_a_vanished_worker_is_reported_gone_until_forget_after_then_forgotten(tag, fleet):
+    """README: gone (up = 0) for ``forget_after`` after it was last seen, then forgotten."""
+    from workerwatch.collector import Collector
+    from workerwatch.config import from_data
+    from workerwatch.state import StateStore
+
+    from tests.fleet import wait_for
+
+    worker = fleet.start("sleeper")
+    cmdline = Path(f"/proc/{worker.pid}/cmdline")
+    wait_for(lambda: tag.encode() in cmdline.read_bytes())
+    config = from_data({"forget_after": "1h", "groups": [{"name": "g", "match": {"cmdline": tag}}]})
+    store, t0 = StateStore(), time.time()
+    seen = Collector(config).collect(store, now=t0)
+    assert [(v.pid, v.state) for v in seen.workers] == [(worker.pid, "unknown")]
+    worker.kill()
+    worker.wait()
+
+    def gone_at(offset: float) -> list[tuple[int, bool, str]]:
+        result = Collector(config).collect(store, now=t0 + offset)
+        return [(v.pid, v.up, v.state) for v in result.workers]
+
+    assert gone_at(30) == [(worker.pid, False, "gone")]
+    assert gone_at(3590) == [(worker.pid, False, "gone")]
+    assert gone_at(3610) == []
+    saved = store.load(t0 + 3610)
+    assert saved.workers == {} and saved.names == {}

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from workerwatch.judge.states import GONE, IDLE, STALLED, UNKNOWN, WORKING
+from workerwatch.judge.states import (
+    BUSY_CPU_SHARE,
+    CLEAR_CPU,
+    GONE,
+    IDLE,
+    STALLED,
+    UNKNOWN,
+    WORKING,
+)
 from workerwatch.judge.verdict import gone, judge, judge_group, no_progress_since
 from workerwatch.observations import (
     HeartbeatObservation,
@@ -211,3 +219,93 @@ def test_the_metric_reason_has_no_numbers_and_is_stable():
     assert verdicts[1].summary == verdicts[2].summary
     assert verdicts[1].summary == "no log write; main thread blocked in recvfrom on 10.0.0.5:21"
     assert verdicts[1].reason != verdicts[2].reason
+
+
+def test_a_beat_where_only_seq_advances_counts_as_a_beat():
+    """Format doc: a beat is new when seq or time changed (a writer with a coarse clock)."""
+
+    def beat(seq):
+        return HeartbeatObservation(path="/hb", beat_time=T0, seq=seq, state="idle", pid=42)
+
+    frozen = obs(proc(), logs(100), beat(1))
+    stalled = [(0, frozen), (300, frozen)]
+    # A stalled worker wakes once and beats: seq moved, its time did not.
+    verdicts = run([*stalled, (330, obs(proc(vol=11), logs(100), beat(2)))])
+    assert [v.state for v in verdicts] == [IDLE, STALLED, IDLE]
+    # The same wakeup without the beat is a lone wakeup: still stalled.
+    verdicts = run([*stalled, (330, obs(proc(vol=11), logs(100), beat(1)))])
+    assert [v.state for v in verdicts] == [IDLE, STALLED, STALLED]
+
+
+def test_main_thread_cpu_alone_clears_a_stall():
+    """No log write, no beat, no wakeup: CLEAR_CPU seconds on the main thread is activity."""
+
+    def cpu(seconds):
+        return obs(proc(cpu=seconds, main_cpu=seconds), logs(100))
+
+    stalled = [(0, cpu(0.0)), (300, cpu(0.0))]
+    verdicts = run([*stalled, (330, cpu(CLEAR_CPU))])
+    assert [v.state for v in verdicts] == [UNKNOWN, STALLED, IDLE]
+    assert verdicts[2].wakeups == 0 and verdicts[2].bytes_written == 0
+    # Less than that, on its own, is one run of progress: not enough to leave the stall.
+    verdicts = run([*stalled, (330, cpu(CLEAR_CPU - 0.01))])
+    assert [v.state for v in verdicts] == [UNKNOWN, STALLED, STALLED]
+    assert CLEAR_CPU == 0.05  # the README's "CPU" signal: 5 clock ticks at 100 Hz
+
+
+def test_working_from_five_percent_of_the_interval_on_the_cpu():
+    """README: working when it "used at least 5 % of the interval on the CPU"."""
+
+    def cpu(seconds):
+        return obs(proc(cpu=1.0 + seconds, main_cpu=1.0 + seconds, vol=10 + 30), logs(100))
+
+    for seconds, expected in ((30.0, WORKING), (15.0, WORKING), (14.0, IDLE)):
+        _, later = run([(0, obs(proc(), logs(100))), (300, cpu(seconds))])
+        assert later.state == expected, (seconds, later.reason)
+    assert BUSY_CPU_SHARE == 0.05
+
+
+def test_recovery_wakeups_must_be_on_consecutive_runs():
+    """Two stack dumps minutes apart are two lone wakeups, not a recovery."""
+    frozen = obs(proc(), logs(100))
+    verdicts = run(
+        [
+            (0, frozen),
+            (300, frozen),
+            (330, obs(proc(vol=11), logs(100))),  # a stack-dump signal
+            (360, obs(proc(vol=11), logs(100))),  # back in recv, nothing
+            (390, obs(proc(vol=12), logs(100))),  # another signal
+        ]
+    )
+    assert [v.state for v in verdicts] == [UNKNOWN, STALLED, STALLED, STALLED, STALLED]
+
+
+def test_first_sight_with_a_stale_heartbeat_is_unknown():
+    """A fresh heartbeat settles the first run; one older than stall_after does not."""
+    stale = HeartbeatObservation(path="/hb", beat_time=T0 - 400, seq=3, state="busy", pid=42)
+    fresh = HeartbeatObservation(path="/hb", beat_time=T0 - 10, seq=3, state="busy", pid=42)
+    for log in (logs(100), None):  # an open log says nothing yet at first sight
+        (first,) = run([(0, obs(proc(), log, stale))])
+        assert first.state == UNKNOWN, first.reason
+        assert first.reason.startswith("first sample"), first.reason
+        (first,) = run([(0, obs(proc(), log, fresh))])
+        assert first.state == WORKING, first.reason
+
+
+def test_more_processes_than_expected_is_not_a_negative_missing_count():
+    frozen = obs(proc(), logs(100))
+    live = [run([(0, frozen)])[0] for _ in range(3)]
+    group = judge_group("g", 2, live)
+    assert (group.running, group.expected, group.missing) == (3, 2, 0)
+
+
+def test_blocked_time_restarts_whenever_the_main_thread_makes_progress():
+    """An idle poller re-enters poll every timeout: it is never "blocked for" hours."""
+    polling = [obs(proc(vol=10 + 30 * i, syscall="poll", fd=None), logs(100)) for i in range(3)]
+    verdicts = run([(0, polling[0]), (30, polling[1]), (60, polling[2])])
+    assert [v.state for v in verdicts] == [UNKNOWN, IDLE, IDLE]
+    assert [v.blocked_seconds for v in verdicts] == [0, 0, 0]
+    # Without progress, the same call keeps counting.
+    frozen = obs(proc(), logs(100))
+    verdicts = run([(0, frozen), (30, frozen), (60, frozen)])
+    assert [v.blocked_seconds for v in verdicts] == [0, 30, 60]

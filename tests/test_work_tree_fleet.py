@@ -21,6 +21,10 @@ from tests.fleet import run_integration, wait_for
 from tests.shapes import EPOLL_WAIT, POLL, settled, start_shape
 from tests.v4 import check_line, find, write_config
 
+# Every test here spans two or three runs over a stall window, like the other multi-window
+# fleet tests: `make test` runs them, `make test-fast` does not.
+pytestmark = pytest.mark.slow
+
 STALL_AFTER = 1.0
 NO_LOG = "no log file open; "  # the shapes hold no log file: every reason starts so
 

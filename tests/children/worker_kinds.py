@@ -76,6 +76,18 @@ def main():
         thread = threading.Thread(target=work)
         thread.start()
         thread.join()
+    elif mode == "apm":  # an agent thread keeps burning CPU while the main thread hangs
+        import threading
+
+        def harvest():
+            while True:
+                until = time.monotonic() + 0.03
+                while time.monotonic() < until:
+                    pass
+                time.sleep(0.07)
+
+        threading.Thread(target=harvest, daemon=True).start()
+        socket.create_connection((args[0], int(args[1]))).recv(1024)
     elif mode == "forkshare":  # a parent opens the log, forks a logger and a hung child
         path, host, port = args[0], args[1], int(args[2])
         handle = open(path, "a")  # noqa: SIM115 - shared by the children on purpose
@@ -94,6 +106,38 @@ def main():
         period = float(args[0])
         while True:
             time.sleep(period)
+    elif mode == "appender":  # writes SIZE bytes to the log at start and on every SIGUSR1
+        path, size = args[0], int(args[1])
+        handle = open(path, "a")  # noqa: SIM115 - held open for the process's life
+
+        def write(*_):
+            handle.write("x" * (size - 1) + "\n")
+            handle.flush()
+
+        signal.signal(signal.SIGUSR1, write)
+        write()
+        while True:
+            signal.pause()
+    elif mode == "openmodes":  # holds files open read-only, read-write and write-only
+        directory = args[0]
+        held = [
+            open(f"{directory}/input.log"),  # noqa: SIM115 - read only, e.g. a file it tails
+            open(f"{directory}/rw.log", "a+"),  # noqa: SIM115 - O_RDWR | O_APPEND
+            open(f"{directory}/w.log", "a"),  # noqa: SIM115 - O_WRONLY | O_APPEND
+        ]
+        held[0].read(10)
+        for handle in held[1:]:
+            log_line(handle, "started")
+        with open(f"{directory}/ready", "w"):
+            pass
+        while True:
+            signal.pause()
+    elif mode == "stdout":  # holds the shared log open, but writes only to its stdout
+        path, period = args[0], float(args[1])
+        with open(path, "a"):
+            while True:
+                print("polled, no task", flush=True)
+                time.sleep(period)
     elif mode == "sleeper":
         while True:
             time.sleep(3600)

@@ -102,6 +102,19 @@ def observe(
     are any (one small ``children`` read per thread says so), the threads only when there
     is more than one.
     """
+    line = waits.syscall_line(pid, pid)
+    try:
+        decoded = waits.decode(line) if line is not None else None
+    except ValueError:
+        decoded = None
+    if decoded is not None and decoded.timed:
+        # A wait with a timeout (an idle long poll, a backoff sleep) ends by itself: neither
+        # its fds nor the work tree change that, so only its timeout is read (by value, or
+        # with one read of the worker's memory behind the pointer).
+        timeout = decoded.timeout
+        if timeout is None:
+            timeout = waits.timeout_of(pid, decoded)
+        return WaitObservation(decoded.syscall, timed=True, timeout=timeout), None
     raw = waits.inspect(pid, sockets=True)
     main = _wait(pid, raw, known_peers)
     if main is None or main.network or main.syscall in ("running", "none"):

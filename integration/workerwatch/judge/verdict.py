@@ -238,7 +238,10 @@ def judge(
         and (tree is None or not any_children(tree))
     )
     if proc is None or prev is None or prev.main_voluntary is None:
-        if hb is not None and hb.state and silent_for < stall_after:
+        # At first sight the log's silence counts only from now, so it vouches for nothing:
+        # the heartbeat must be fresh by its own age (README: unknown without a fresh one).
+        quiet_for = now - hb.beat_time if hb is not None and prev is None else silent_for
+        if hb is not None and hb.state and quiet_for < stall_after:
             state = WORKING if hb.state == "busy" else IDLE
         else:
             state = UNKNOWN
