@@ -159,7 +159,12 @@ def test_every_condition_has_a_description_and_a_runbook_section(policy: AlertsD
 # ALL: the value must hold for the whole duration ("for at least N minutes"), not once.
 # (docs.newrelic.com/docs/alerts/create-alert/set-thresholds/set-thresholds-alert-condition;
 # operators and occurrences: the NerdGraph AlertsNrqlConditionTermsInput enums.)
-PROMISED_OCCURRENCES = {"worker-waits-without-a-timeout": "AT_LEAST_ONCE"}
+# Worker stalled opens on one stalled report: the integration already waited stall_after
+# (docs/alerts.md, "Hang to incident": "`above 0` `at least once in` 1 minute").
+PROMISED_OCCURRENCES = {
+    "worker-waits-without-a-timeout": "AT_LEAST_ONCE",
+    "worker-stalled": "AT_LEAST_ONCE",
+}
 PROMISED_TERMS = {
     "worker-stalled": ("Worker stalled", "critical", "ABOVE", 0, "stall_minutes"),
     "workers-missing": ("Workers missing", "critical", "ABOVE", 0, "missing_minutes"),
@@ -275,6 +280,7 @@ def test_every_shipped_condition_has_the_documented_operator_threshold_and_durat
         assert c.expiration.open_incident is opens, key
         assert c.expiration.close_incidents is closes, key
         assert c.expiration.ignore_on_expected_termination is ignores, key
+    assert "`above 0` `at least once in` 1 minute" in docs
     # What the docs say of the expected-termination tag is what the definition ships.
     assert "(`ignore_on_expected_termination` is off)" in docs
     # "New Relic closes incidents still open after this" (violation_time_limit_hours).
@@ -299,7 +305,7 @@ def test_thresholds_are_parameters_not_literals_in_nrql(policy: AlertsDocument) 
     assert by_key["worker-stalled"].critical.duration == 600
     assert by_key["swf-backlog-stuck"].critical.threshold == 1800
     unchanged = {c.key: c for c in policy.conditions}
-    assert unchanged["worker-stalled"].critical.duration == 300
+    assert unchanged["worker-stalled"].critical.duration == 60
     assert by_key["sqs-backlog-stuck"] == unchanged["sqs-backlog-stuck"]
 
 

@@ -168,7 +168,7 @@ def test_changed_threshold_updates_exactly_one_condition(fake, capsys) -> None:
     code, out, _ = run(capsys, fake, "alerts", "plan", "--set", "stall_minutes=10")
     assert code == 0 and len(fake.mutations) == before
     assert "~ update condition 'Worker stalled'" in out
-    assert "terms[CRITICAL].thresholdDuration: 300 -> 600" in out
+    assert "terms[CRITICAL].thresholdDuration: 60 -> 600" in out
     assert "Plan: 1 to update" in out
 
     code, out, _ = run(capsys, fake, "alerts", "apply", "--set", "stall_minutes=10")

@@ -105,7 +105,7 @@ CASES: list[tuple[str, Edit | None, Edit]] = [
         stalled(lambda c: _signal(c, fill_option="static", fill_value=0)),
     ),
     ("last-value gap filling", None, stalled(lambda c: _signal(c, fill_option="last_value"))),
-    ("sliding windows", None, stalled(lambda c: _signal(c, slide_by="30s"))),
+    ("sliding windows", None, stalled(lambda c: _signal(c, slide_by="15s"))),
     ("evaluation delay", None, stalled(lambda c: _signal(c, evaluation_delay="1m"))),
     (
         "event timer",

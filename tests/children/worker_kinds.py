@@ -38,10 +38,10 @@ def main():
         x = 0
         while True:
             x += 1
-    elif mode == "poller":  # idle poller: wakes on a recv timeout, never logs
+    elif mode == "poller":  # idle poller: wakes on a recv timeout (0.2 s or args[2]), never logs
         host, port = args[0], int(args[1])
         conn = socket.create_connection((host, port))
-        conn.settimeout(0.2)
+        conn.settimeout(float(args[2]) if len(args) > 2 else 0.2)
         while True:
             with contextlib.suppress(TimeoutError):
                 conn.recv(1024)
@@ -102,6 +102,10 @@ def main():
             socket.create_connection((host, port)).recv(1024)
         while True:
             os.wait()
+    elif mode == "backoff":  # retries nothing, sleeps `period` s between attempts, never logs
+        period = float(args[0])
+        while True:
+            time.sleep(period)
     elif mode == "appender":  # writes SIZE bytes to the log at start and on every SIGUSR1
         path, size = args[0], int(args[1])
         handle = open(path, "a")  # noqa: SIM115 - held open for the process's life

@@ -187,7 +187,9 @@ class Group:
     expected: int | None = key(ge=0, le=100_000)
     logs: list[str] | None = key(before=one_or_many, each=GLOB)
     heartbeats: str | None = key(**GLOB)
-    stall_after: float = key(300.0, **DURATION)
+    # 2 minutes: with the agent's interval and the Worker stalled condition's window and delay,
+    # a hang opens an incident within 5 minutes (docs/alerts.md, "Hang to incident").
+    stall_after: float = key(120.0, **DURATION)
     consumes: Consumes | None = key()
 
 

@@ -143,7 +143,9 @@ def describe(exc: ValidationError, path: str) -> str:
 
 
 def _where(loc: tuple[Any, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "(top level)"
+    # A key with a line break or other control character is quoted, so the message stays the
+    # one [FATAL] line it promises.
+    return ".".join(str(p) if str(p).isprintable() else repr(p) for p in loc) or "(top level)"
 
 
 def validate(data: Any, path: str) -> dict[str, Any]:
