@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import functools
 import os
-import platform
 import struct
 import time
 from dataclasses import dataclass, replace
@@ -38,7 +37,7 @@ from workerwatch.host.process import _optional
 from workerwatch.host.procfs import ProcGone, read_text
 from workerwatch.host.syscalls import name_of, table_for
 
-_MACHINE = platform.machine()
+_MACHINE = os.uname().machine  # as host/syscalls.py: no platform import at start-up
 MAX_POLL_FDS = 64  # entries of a poll set read from memory at most
 MAX_SELECT_FDS = 1024  # FD_SETSIZE: a select bitmap is never longer
 MAX_EPOLL_TARGETS = 64
