@@ -21,6 +21,7 @@ import yaml
 from workerwatch.config import parse
 from workerwatch.units import parse_duration
 
+from tests.fleet import wait_for
 from tests.test_longrun import LineReader
 from tests.v4 import check_line, find
 
@@ -145,7 +146,13 @@ def test_one_shot_sample_runs_with_only_the_agent_environment(tmp_path, tag, fle
     logger = fleet.start("logger", tmp_path / "worker.log", 0.2)
     config = adapted_config(entry, tmp_path, tag)
     env = agent_env(entry, tmp_path, config)
-    for _ in range(2):  # the second run reads the state the first one left
+    log = tmp_path / "worker.log"
+    for run in range(2):  # the second run reads the state the first one left
+        if run:
+            # The logger must have written after the first run read its offset; on a loaded
+            # machine two quick runs can fall between two of its lines.
+            written = log.stat().st_size
+            wait_for(lambda n=written: log.stat().st_size > n, what="a log line between runs")
         done = subprocess.run(
             test_command(entry["exec"]),
             capture_output=True, text=True, timeout=60, env=env, cwd=tmp_path,
