@@ -147,10 +147,12 @@ def test_one_shot_sample_runs_with_only_the_agent_environment(tmp_path, tag, fle
     config = adapted_config(entry, tmp_path, tag)
     env = agent_env(entry, tmp_path, config)
     log = tmp_path / "worker.log"
+    # The logger holds its log open before the first run (else that run has no offset to
+    # compare), and writes again after the first run read it (two quick runs on a loaded
+    # machine can fall between two of its lines).
+    wait_for(lambda: log.exists() and log.stat().st_size > 0, what="the logger's first line")
     for run in range(2):  # the second run reads the state the first one left
         if run:
-            # The logger must have written after the first run read its offset; on a loaded
-            # machine two quick runs can fall between two of its lines.
             written = log.stat().st_size
             wait_for(lambda n=written: log.stat().st_size > n, what="a log line between runs")
         done = subprocess.run(

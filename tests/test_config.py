@@ -177,5 +177,5 @@ def test_a_key_holding_a_newline_is_named_on_one_line(tmp_path):
     with pytest.raises(ConfigError) as exc:
         parse(path.read_text(), str(path))
     assert str(exc.value) == (
-        f"config {path}: groups.0.stall?after: unknown key (did you mean stall_after?)"
+        f"config {path}: groups.0.'stall\\nafter': unknown key (did you mean stall_after?)"
     )
