@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from workerwatch import records
 from workerwatch.collector import Collector
 from workerwatch.config import from_data
-from workerwatch.judge.memory import SavedState
+from workerwatch.judge.memory import FORMAT_VERSION, SavedState, from_json
 from workerwatch.output.v4 import Sections, to_line
 from workerwatch.state import FileStateStore
 
@@ -97,6 +97,20 @@ def test_a_last_seen_of_minus_1e308_is_dropped_through_the_real_cli(tmp_path, ta
     warnings = [ln for ln in stderr.splitlines() if ln.startswith("[WARN]")]
     assert len(warnings) == 1 and "last_seen: -1e+308 is not a time near now" in warnings[0]
     assert "Traceback" not in stderr and "[ERR]" not in stderr
+
+
+@pytest.mark.parametrize("fd", ["\u00b2", "\u0663\u0663", "x", "-1", "3 "])
+def test_a_log_fd_key_that_is_no_decimal_number_drops_the_worker_not_the_run(fd):
+    """JSON keys are text: ``'²'`` passes ``str.isdigit`` and still fails ``int()``."""
+    now = time.time()
+    worker = {"name": "g:5", "group": "g", "pid": 5, "first_seen": now, "last_seen": now}
+    doc = {"version": FORMAT_VERSION, "workers": {"5:1": {**worker, "log_pos": {fd: 3}}}}
+    state, dropped = from_json(doc, now)
+    if fd == "\u0663\u0663":  # Arabic-Indic digits: decimal, and int() reads them as 33
+        assert (state.workers["5:1"].log_pos, dropped) == ({33: 3}, [])
+        return
+    assert state.workers == {}
+    assert dropped == [f"workers['5:1'].log_pos[{fd!r}]: {fd!r} is not an integer"]
 
 
 # --- every field of every saved record ----------------------------------------------------

@@ -300,8 +300,11 @@ def _items_checker(of: type, keys: Checker | None, items: Checker, tolerant: boo
 
 
 def _int_key(value: Any, where: Callable[[], str], ctx: _Context) -> Any:
-    """JSON object keys are strings: an int key comes back as digits."""
-    if isinstance(value, (str, int)) and str(value).isdigit():
+    """JSON object keys are strings: an int key comes back as digits.
+
+    ``isdecimal``, not ``isdigit``: ``'²'`` is a digit that ``int()`` refuses.
+    """
+    if isinstance(value, (str, int)) and str(value).isdecimal():
         return int(value)
     return _NO
 
