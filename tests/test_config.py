@@ -179,3 +179,18 @@ def test_a_key_holding_a_newline_is_named_on_one_line(tmp_path):
     assert str(exc.value) == (
         f"config {path}: groups.0.'stall\\nafter': unknown key (did you mean stall_after?)"
     )
+
+
+def test_nesting_too_deep_for_the_pure_python_loader_is_a_config_error(monkeypatch):
+    """Without libyaml the loader recurses once per level: a RecursionError, said in one line."""
+    import importlib
+
+    import yaml
+
+    load = importlib.import_module("workerwatch.config.load")  # the package exports load()
+    monkeypatch.delattr(yaml, "CSafeLoader", raising=False)
+    monkeypatch.setattr(load._LazyLoader, "_cls", None)
+    with pytest.raises(ConfigError) as caught:
+        load.read_yaml("[" * 5000 + "]" * 5000, "config x.yml")
+    assert str(caught.value) == "config x.yml: not valid YAML: nested too deeply"
+    assert issubclass(load._LazyLoader._cls, yaml.SafeLoader), "the pure-Python loader ran"

@@ -139,6 +139,35 @@ def test_agent_config_without_our_entry_is_one_fatal_line(tmp_path):
     assert done.stderr == f"[FATAL] no nri-workerwatch entry with an inline config: in {path}\n"
 
 
+# Nine levels of nine aliases each: 9**9 nodes once expanded, indented as an inline config.
+ALIAS_BOMB = "".join(
+    f"k{i}: &k{i} [" + ", ".join([f"*k{i - 1}" if i else "x"] * 9) + "]\n      " for i in range(9)
+)
+
+
+@pytest.mark.parametrize(
+    ("inline", "words"),
+    [
+        ("[" * 20000 + "]" * 20000, "not valid YAML"),
+        (ALIAS_BOMB, "document expands to too many nodes"),
+    ],
+    ids=["nested", "aliases"],
+)
+def test_an_agent_file_nested_too_deep_or_an_alias_bomb_is_one_fatal_line(tmp_path, inline, words):  # fmt: skip
+    """The agent file is parsed as the config is: bounded, and every failure one line."""
+    path = tmp_path / "workerwatch-config.yml"
+    path.write_text(f"integrations:\n  - name: nri-workerwatch\n    config:\n      {inline}\n")
+    done = cli("check-config", "--agent-config", str(path))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith(f"[FATAL] agent config {path}: {words}"), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+    # status finds no usable entry there: one line too, never a traceback.
+    done = cli("status", "--agent-config", str(path))
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith("[FATAL] no configuration: "), done.stderr
+    assert len(done.stderr.splitlines()) == 1, done.stderr
+
+
 # ----------------------------------------------------------------------- nothing matches
 
 

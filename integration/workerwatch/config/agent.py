@@ -12,7 +12,7 @@ import re
 from typing import Any
 
 from workerwatch import INTEGRATION_NAME
-from workerwatch.config.load import yaml_problem
+from workerwatch.config.load import read_yaml
 from workerwatch.config.model import ConfigError
 
 AGENT_CONFIG_DIR = "/etc/newrelic-infra/integrations.d"
@@ -31,8 +31,6 @@ def agent_entries(path: str) -> list[tuple[str, Any]]:
 def read_entries(path: str) -> list[tuple[str, Any]]:
     """(label, inline config) of the nri-workerwatch entries of one agent config file, in
     file order; ``ConfigError`` when the file cannot be read or is not YAML."""
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as handle:
             text = handle.read(1_000_000)
@@ -45,10 +43,7 @@ def read_entries(path: str) -> list[tuple[str, Any]]:
         return os.environ.get(match.group(1), match.group(0))
 
     text = _PLACEHOLDER.sub(env, text)
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"agent config {path}: {yaml_problem(exc, text)}") from None
+    data = read_yaml(text, f"agent config {path}")
     out = []
     entries = data.get("integrations") if isinstance(data, dict) else None
     for number, entry in enumerate(entries if isinstance(entries, list) else [], 1):

@@ -41,17 +41,26 @@ def locate(cli_path: str | None, env: dict[str, str] | None = None) -> str:
     )
 
 
-def _yaml(text: str, path: str) -> dict[str, Any]:
+def read_yaml(text: str, what: str) -> Any:
+    """YAML text as data, or ``ConfigError`` starting with ``what`` (``config PATH``): the
+    one way a config or an agent file is parsed."""
     import yaml
 
     try:
         # SafeLoader refuses Python tags; the size cap bounds alias-expansion bombs' input,
         # and the node-count check bounds their expansion.
-        data = yaml.load(text, Loader=_BoundedLoader)
+        return yaml.load(text, Loader=_BoundedLoader)
     except _TooBig as exc:
-        raise ConfigError(f"config {path}: {exc}") from None
+        raise ConfigError(f"{what}: {exc}") from None
+    except RecursionError:
+        # The pure-Python loader (no libyaml) recurses once per nesting level.
+        raise ConfigError(f"{what}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config {path}: {yaml_problem(exc, text)}") from None
+        raise ConfigError(f"{what}: {yaml_problem(exc, text)}") from None
+
+
+def _yaml(text: str, path: str) -> dict[str, Any]:
+    data = read_yaml(text, f"config {path}")
     if data is None:
         raise ConfigError(f"config {path}: the file is empty")
     if not isinstance(data, dict):
