@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workerwatch.commands.discover import _key_regex, _script, _stem, _template
+from workerwatch.commands.discover import _heartbeat_pids, _key_regex, _script, _stem, _template
 
 from tests.fleet import run_integration, wait_for
 from tests.v4 import check_line, find
@@ -219,6 +219,20 @@ def test_template_units_and_scripts_are_read_as_an_operator_would():
     assert re.search(regex, "/usr/bin/python3 -u worker.py --env prod")
     for other in ("queue_worker.py", "era_queue_worker.py", "accepted_submission_queue_worker.py"):
         assert not re.search(regex, f"/usr/bin/python3 {other} --env prod")
+
+
+def test_heartbeat_files_are_read_as_the_collection_reads_them(tmp_path):
+    """A hostile file in the heartbeat directory (JSON nested past the parser's recursion
+    limit, a FIFO, a symlink) is skipped; the valid beats still name their writers."""
+    beats = tmp_path / "hb[1]"  # a directory name that is a glob pattern too
+    beats.mkdir()
+    (beats / "a.json").write_text('{"version": 1, "time": 1700000000, "pid": 4242}')
+    (beats / "b.json").write_text("[" * 60000)
+    (beats / "c.json").write_text('{"version": 2, "time": 1700000000, "pid": 4243}')
+    os.mkfifo(beats / "d.json")
+    (beats / "e.json").symlink_to(beats / "a.json")
+    (beats / "f.json").write_text('{"version": 1, "time": 1700000000, "pid": 4244}')
+    assert _heartbeat_pids(str(beats)) == {4242, 4244}
 
 
 def test_agent_file_loads_in_the_agent_format_and_is_not_overwritten(tmp_path, tag, host):

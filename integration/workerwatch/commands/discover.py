@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
+import glob
 import os
 import re
 import socket
@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 from workerwatch import log
 from workerwatch.config.agent import AGENT_CONFIG_DIR
 from workerwatch.config.model import AWS_REGION, ConfigError, Group
-from workerwatch.host import survey
+from workerwatch.host import heartbeat_files, survey
 from workerwatch.host.discover import discover
 from workerwatch.sanitize import redact
 from workerwatch.units import human_duration, parse_duration
@@ -55,7 +55,6 @@ _NOT_LOGS = re.compile(r"(\.(db|sqlite3?|lock|pid|tmp|swp|json|sock)|/[.#][^/]*)
 _VALUE_OPTIONS = {"-W", "-X", "--check-hash-based-pycs"}
 _AWS_HOST = re.compile(r"^(swf|sqs)[.-](?:fips[.-])?([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com")
 _QUEUE_HOST = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d)\.queue\.amazonaws\.com")
-MAX_HEARTBEATS = 1000  # files read per directory
 
 
 @dataclass
@@ -345,24 +344,11 @@ def _logs_lines(p: Proposed) -> list[str]:
 
 
 def _heartbeat_pids(folder: str) -> set[int]:
-    """The pids of the version-1 heartbeat files in ``folder`` (docs/heartbeat-format.md)."""
-    pids: set[int] = set()
-    try:
-        names = sorted(n for n in os.listdir(folder) if n.endswith(".json"))[:MAX_HEARTBEATS]
-    except OSError:
-        return pids
-    for name in names:
-        try:
-            fd = os.open(os.path.join(folder, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
-            try:
-                data = json.loads(os.read(fd, 65536))
-            finally:
-                os.close(fd)
-        except (OSError, ValueError):
-            continue
-        if isinstance(data, dict) and data.get("version") == 1 and isinstance(data.get("pid"), int):
-            pids.add(data["pid"])
-    return pids
+    """The pids of the version-1 heartbeat files in ``folder`` (docs/heartbeat-format.md),
+    read as the collection reads them (hostile files: no symlinks, FIFOs, deep JSON)."""
+    pattern = os.path.join(glob.escape(folder), "*.json")
+    found, _ = heartbeat_files.observe(pattern, time.time())
+    return {beat.pid for beat in found if beat.pid is not None}
 
 
 def _heartbeat_lines(p: Proposed) -> list[str]:
