@@ -77,6 +77,14 @@ def test_a_format_1_file_is_read_in_format_2_names(tmp_path, capsys):
     assert "[WARN]" not in capsys.readouterr().err
 
 
+def test_the_readme_names_the_formats_read_and_the_one_written():
+    from workerwatch.judge.memory import MIGRATES
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    older = " or ".join(f"format-{v}" for v in MIGRATES)
+    assert f"a {older} file is read and rewritten as format {FORMAT_VERSION} |" in readme
+
+
 def test_unwritable_directory_still_runs(tmp_path):
     target = tmp_path / "file-not-dir"
     target.write_text("x")
