@@ -329,7 +329,8 @@ def test_dashboard_has_the_three_pages_and_only_integration_metrics() -> None:
 
 
 def write(tmp_path: Path, text: str, name: str = "p.yml") -> Path:
-    (tmp_path / name).write_text(textwrap.dedent(text), encoding="utf-8")
+    # surrogateescape: a lone "\udcff" in ``text`` is written as the byte 0xff (not UTF-8).
+    (tmp_path / name).write_text(textwrap.dedent(text), encoding="utf-8", errors="surrogateescape")
     return tmp_path
 
 
@@ -379,6 +380,8 @@ def test_bad_overrides_are_clear(tmp_path: Path, sets: dict, message: str) -> No
         (("critical:", "warning_level:"), "warning_level: Extra inputs are not permitted"),
         (("key: one", "key: One Two"), "key must be lower-case words"),
         (("name: One", "name: [unclosed"), "invalid YAML at line"),
+        (("name: One", "name: \udcff"), "not UTF-8 text"),
+        (("name: One", "name: " + "[" * 5000 + "]" * 5000), "invalid YAML"),
     ],
 )
 def test_definition_errors_name_the_file_and_the_key(
