@@ -188,7 +188,8 @@ def test_stuck_worker_stack_dump_names_the_blocking_call(hb_fleet: dict[str, Any
     wait_for(lambda: (d := read_hb(path)) and d["state"] == "busy", what="busy heartbeat")
     before = read_hb(path)
     os.kill(proc.pid, signal.SIGUSR1)
-    text = wait_for(lambda: dump.exists() and "fetch_report" in (t := dump.read_text()) and t)
+    # faulthandler writes the dump frame by frame: wait for the outer frame, not just the first.
+    text = wait_for(lambda: dump.exists() and "in stuck" in (t := dump.read_text()) and t)
     assert "in stuck" in text and "in fetch_report" in text and "most recent call first" in text
     # The dump does not wake the worker: it is still blocked, still the same beat.
     assert proc.poll() is None
