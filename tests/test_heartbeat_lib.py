@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 import workerwatch_heartbeat as hb_module
 from workerwatch.heartbeat import Heartbeat
+from workerwatch.host.syscalls import name_of
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = Path(__file__).resolve().parent / "heartbeat_children" / "worker.py"
@@ -183,9 +184,23 @@ def test_stuck_worker_is_busy_with_frozen_seq(hb_fleet: dict[str, Any]) -> None:
     assert proc.poll() is None
 
 
+RECV_CALLS = ("recvfrom", "recvmsg", "read")
+
+
+def _in_syscall(pid: int) -> str | None:
+    """The syscall the process's main thread sits in, by name (as the integration reads it)."""
+    try:
+        nr = Path(f"/proc/{pid}/task/{pid}/syscall").read_text().split()[0]
+    except (OSError, IndexError):
+        return None
+    return name_of(int(nr)) if nr.lstrip("-").isdigit() else nr
+
+
 def test_stuck_worker_stack_dump_names_the_blocking_call(hb_fleet: dict[str, Any]) -> None:
     path, proc, dump = hb_fleet["paths"]["stuck"], hb_fleet["procs"]["stuck"], hb_fleet["dump"]
     wait_for(lambda: (d := read_hb(path)) and d["state"] == "busy", what="busy heartbeat")
+    # The beat says busy before the worker connects: signal it once it sits in the read itself.
+    wait_for(lambda: _in_syscall(proc.pid) in RECV_CALLS, what="the stuck worker in its read")
     before = read_hb(path)
     os.kill(proc.pid, signal.SIGUSR1)
     # faulthandler writes the dump frame by frame: wait for the outer frame, not just the first.
