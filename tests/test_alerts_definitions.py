@@ -601,3 +601,16 @@ def test_threshold_durations_are_limited_to_two_hours(tmp_path: Path) -> None:
     message = str(info.value)
     assert "(one).critical.duration" in message and "60 s to 7200 s" in message
     assert "rules-limits-alerts" in message
+
+
+@pytest.mark.parametrize(
+    ("kind", "load", "what"),
+    [("alerts", load_alerts, "policy name"), ("dashboards", load_dashboards, "dashboard name")],
+)
+def test_two_definitions_with_one_name_are_refused(tmp_path, kind, load, what) -> None:
+    """Apply finds a resource by its name: two files defining one name would fight over it."""
+    (shipped,) = (Path(__file__).resolve().parent.parent / "definitions" / kind).glob("*.yml")
+    for copy in ("a.yml", "b.yml"):
+        (tmp_path / copy).write_text(shipped.read_text())
+    with pytest.raises(DefinitionError, match=f"^{re.escape(str(tmp_path))}: .*{what}"):
+        load(tmp_path, {})

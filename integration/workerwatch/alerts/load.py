@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +110,13 @@ def _parameters(path: Path, raw: Any) -> dict[str, Parameter]:
 
 
 def _load(
-    directory: Path, overrides: Mapping[str, str], build: Any
-) -> list[tuple[Path, dict[str, Parameter], dict[str, Any]]]:
+    directory: Path,
+    overrides: Mapping[str, str],
+    build: Callable[[Path, dict[str, Parameter], dict[str, Value], Any], Any],
+    name_of: Callable[[Any], str],
+    what: str,
+) -> list[Any]:
+    """Every definition file built into a document; the documents' names must be unique."""
     raw_docs = []
     for path in _definition_files(directory):
         data = _read_yaml(path)
@@ -129,6 +134,10 @@ def _load(
             docs.append(build(path, params, values, resolved))
         except ValidationError as exc:
             raise DefinitionError(_format_validation(path, exc, resolved)) from None
+    try:
+        unique_by(docs, lambda d: name_of(d).casefold(), what)
+    except ValueError as exc:
+        raise DefinitionError(f"{directory}: {exc}") from None
     return docs
 
 
@@ -161,12 +170,7 @@ def load_alerts(directory: Path, overrides: Mapping[str, str]) -> list[AlertsDoc
             {**data, "source": str(path), "parameters": params, "values": values}
         )
 
-    docs = _load(directory, overrides, build)
-    try:
-        unique_by(docs, lambda d: d.policy.name.casefold(), "policy name")
-    except ValueError as exc:
-        raise DefinitionError(f"{directory}: {exc}") from None
-    return docs
+    return _load(directory, overrides, build, lambda d: d.policy.name, "policy name")
 
 
 def load_dashboards(directory: Path, overrides: Mapping[str, str]) -> list[DashboardDocument]:
@@ -177,9 +181,4 @@ def load_dashboards(directory: Path, overrides: Mapping[str, str]) -> list[Dashb
             {**data, "source": str(path), "parameters": params, "values": values}
         )
 
-    docs = _load(directory, overrides, build)
-    try:
-        unique_by(docs, lambda d: d.dashboard.name.casefold(), "dashboard name")
-    except ValueError as exc:
-        raise DefinitionError(f"{directory}: {exc}") from None
-    return docs
+    return _load(directory, overrides, build, lambda d: d.dashboard.name, "dashboard name")
