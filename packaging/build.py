@@ -75,6 +75,9 @@ def version() -> str:
 def project_wheel(build: Path) -> Path:
     out = build / "project"
     shutil.rmtree(out, ignore_errors=True)
+    # setuptools copies the package into build/lib and never empties it: a module removed or
+    # moved since the last build in this checkout would ship in the wheel.
+    shutil.rmtree(ROOT / "build" / "lib", ignore_errors=True)
     pip("wheel", "--no-deps", "--no-build-isolation", "-w", out, ROOT)
     (wheel,) = out.glob("*.whl")
     return wheel
