@@ -127,3 +127,12 @@ def python_without_py_spy(tmp_path: Path) -> str:
         (mirror / "lib").symlink_to(venv / "lib")
         (mirror / "bin" / "python").symlink_to(os.path.realpath(sys.executable))
     return str(mirror / "bin" / "python")
+
+
+def package_readable_by_others() -> bool:
+    """Another user can import the checkout's package (every folder above it searchable by
+    all): a checkout under a 0700 folder (e.g. made by mktemp -d) cannot run as nobody."""
+    import workerwatch
+
+    folder = Path(workerwatch.__file__).resolve().parent
+    return all(p.stat().st_mode & 0o001 for p in (folder, *folder.parents))
