@@ -379,9 +379,9 @@ def test_bad_overrides_are_clear(tmp_path: Path, sets: dict, message: str) -> No
         (("operator: above", "operator: over"), "(one).critical.operator"),
         (("critical:", "warning_level:"), "warning_level: Extra inputs are not permitted"),
         (("key: one", "key: One Two"), "key must be lower-case words"),
-        (("name: One", "name: [unclosed"), "invalid YAML at line"),
+        (("name: One", "name: [unclosed"), "not valid YAML at line"),
         (("name: One", "name: \udcff"), "not UTF-8 text"),
-        (("name: One", "name: " + "[" * 5000 + "]" * 5000), "invalid YAML"),
+        (("name: One", "name: " + "[" * 5000 + "]" * 5000), "not valid YAML"),
     ],
 )
 def test_definition_errors_name_the_file_and_the_key(

@@ -352,7 +352,7 @@ def test_echoed_key_in_any_error_is_masked(fake, capsys) -> None:
     fake.reply_next(200, {"data": None, "errors": [{"message": f"cannot use {KEY} here"}]})
     code, _, err = run(capsys, fake, "alerts", "plan")  # run() asserts the key is absent
     assert code == 1
-    assert "cannot use [API key] here" in err
+    assert "cannot use <redacted> here" in err
 
 
 def test_http_429_is_retried_honouring_retry_after(fake, capsys, sleeps) -> None:

@@ -247,3 +247,40 @@ def test_loss_of_signal_closes_the_gone_workers_incident(policy) -> None:
     assert gone.signal == ("h", "w")
     assert gone.close_reason == "loss of signal"
     assert gone.closed == up[-1].time + 600  # gone_forgotten_minutes
+
+
+GOOD_LINE = (
+    '{"protocol_version":"4","integration":{"name":"x","version":"1"},"data":[{"common":'
+    '{"timestamp":1700000000,"attributes":{}},"metrics":[{"name":"workerwatch.worker.stalled",'
+    '"type":"gauge","value":0,"attributes":{"worker.name":"w"}}]}]}'
+)
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ("not json", "payloads.jsonl: line 2 is not a protocol-v4 payload (JSON with data[])"),
+        ('{"data": {"metrics": []}}', "payloads.jsonl: line 2: data is not a list"),
+        ('{"data": ["x"]}', "payloads.jsonl: line 2: data[0] is not a protocol-v4 dataset"),
+        ('{"data": [{"common": 3}]}', "payloads.jsonl: line 2: data[0] is not a protocol-v4"),
+        (
+            '{"data": [{"common": {}, "metrics": {"a": 1}}]}',
+            "payloads.jsonl: line 2: data[0] is not a protocol-v4 dataset",
+        ),
+        (
+            '{"data": [{"common": {"attributes": []}, "metrics": []}]}',
+            "payloads.jsonl: line 2: data[0] is not a protocol-v4 dataset",
+        ),
+    ],
+)
+def test_a_malformed_payload_line_is_one_error_naming_its_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], line: str, expected: str
+) -> None:
+    path = tmp_path / "payloads.jsonl"
+    path.write_text(GOOD_LINE + "\n" + line + "\n")
+    code = alerts_main(["simulate", "--payloads", str(path), "--definitions", str(DEFINITIONS)])
+    err = capsys.readouterr().err
+    assert code == 1
+    (message,) = err.splitlines()
+    assert expected in message
+    assert "Traceback" not in err

@@ -24,6 +24,7 @@ from typing import Any
 
 from workerwatch import log
 from workerwatch.alerts.params import DefinitionError, parse_sets
+from workerwatch.sanitize import redact
 
 API_KEY_ENV = "NEW_RELIC_API_KEY"
 ACCOUNT_ENV = "NEW_RELIC_ACCOUNT_ID"
@@ -141,9 +142,7 @@ def _main(kind: str, argv: Sequence[str]) -> int:
     except Exception as exc:  # last line of defence: keep the key out of any message
         from workerwatch.alerts.nerdgraph import NerdGraphError
 
-        text = str(exc)
-        if secret:
-            text = text.replace(secret, "[API key]")
+        text = redact(str(exc), [secret] if secret else [])
         if isinstance(exc, NerdGraphError):
             log.error(text)
             return 1
@@ -215,7 +214,7 @@ def _run(kind: str, ns: argparse.Namespace, secret: str) -> int:
         try:
             applier(client, plan, lambda message: print(f"  {message}"))
         except ApplyError as exc:
-            text = str(exc.cause).replace(secret, "[API key]") if secret else str(exc.cause)
+            text = redact(str(exc.cause), [secret] if secret else [])
             log.error(text)
             log.error(
                 f"apply stopped: {len(exc.done)} change(s) made, {exc.remaining} not made"

@@ -7,7 +7,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from workerwatch.alerts.dashboard_models import DashboardDocument
@@ -21,27 +20,25 @@ from workerwatch.alerts.params import (
     resolve,
     substitute,
 )
+from workerwatch.config.load import ConfigError, read_yaml
 
 MAX_DEFINITION_BYTES = 1_000_000
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    # The config's YAML reader: the same bounded safe loader (aliases cannot expand
+    # without limit) and the same one-phrase parse errors as a config file.
     try:
         size = path.stat().st_size
         if size > MAX_DEFINITION_BYTES:
             raise DefinitionError(f"{path}: larger than {MAX_DEFINITION_BYTES} bytes")
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = read_yaml(path.read_text(encoding="utf-8"), str(path))
     except OSError as exc:
         raise DefinitionError(f"{path}: cannot read: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise DefinitionError(f"{path}: not UTF-8 text") from None
-    except RecursionError:  # the pure-Python loader recurses once per nesting level
-        raise DefinitionError(f"{path}: invalid YAML: nested too deeply") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise DefinitionError(f"{path}: invalid YAML{at}: {problem}") from None
+    except ConfigError as exc:
+        raise DefinitionError(str(exc)) from None
     if not isinstance(data, dict):
         raise DefinitionError(f"{path}: expected a mapping at the top level")
     return data

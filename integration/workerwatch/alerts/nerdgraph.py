@@ -18,6 +18,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from workerwatch.output.retry import backoff, retry_after, within
+from workerwatch.sanitize import redact
 
 ENDPOINTS = {
     "us": "https://api.newrelic.com/graphql",
@@ -458,7 +459,7 @@ class NerdGraphClient:
     def _scrub(self, text: str) -> str:
         # Belt and braces: the key is only ever sent as a header, but an echoing proxy or
         # server message must not be able to put it on a terminal or into a CI log.
-        return text.replace(self._secret, "[API key]") if self._secret else text
+        return redact(text, [self._secret] if self._secret else [])
 
 
 class _Retry(Exception):

@@ -106,18 +106,33 @@ def read_payloads(lines: Iterable[str], where: str = "payloads") -> list[Point]:
             raise DefinitionError(
                 f"{where}: line {number} is not a protocol-v4 payload (JSON with data[])"
             ) from None
-        for dataset in datasets if isinstance(datasets, list) else []:
-            common = dataset.get("common") or {}
-            base = common.get("attributes") or {}
-            stamp = common.get("timestamp")
-            for m in dataset.get("metrics") or []:
+        if not isinstance(datasets, list):
+            raise DefinitionError(f"{where}: line {number}: data is not a list")
+        for index, dataset in enumerate(datasets):
+            common = dataset.get("common") if isinstance(dataset, dict) else None
+            base = common.get("attributes") if isinstance(common, dict) else None
+            metrics = dataset.get("metrics") if isinstance(dataset, dict) else None
+            if (
+                not isinstance(dataset, dict)
+                or not isinstance({} if common is None else common, dict)
+                or not isinstance({} if base is None else base, dict)
+                or not isinstance([] if metrics is None else metrics, list)
+            ):
+                raise DefinitionError(
+                    f"{where}: line {number}: data[{index}] is not a protocol-v4 dataset "
+                    "(an object with common{} and metrics[])"
+                )
+            stamp = (common or {}).get("timestamp")
+            for m in metrics or []:
+                if not isinstance(m, dict) or not isinstance(m.get("attributes") or {}, dict):
+                    continue
                 when = m.get("timestamp", stamp)
                 value = m.get("value")
                 if not isinstance(when, (int, float)) or not isinstance(value, (int, float)):
                     continue
                 # The agent reads values below 252489600000 as seconds (protocol v4, Metric.Time).
                 seconds = when / 1000 if when >= 252_489_600_000 else float(when)
-                attrs = {**base, **(m.get("attributes") or {})}
+                attrs = {**(base or {}), **(m.get("attributes") or {})}
                 points.append(Point(seconds, str(m.get("name")), float(value), attrs))
     points.sort(key=lambda p: p.time)
     if not points:
