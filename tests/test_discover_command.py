@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from workerwatch.commands.discover import _heartbeat_pids, _key_regex, _script, _stem, _template
+from workerwatch.commands.discover.grouping import _key_regex, _script, _stem, _template
+from workerwatch.commands.discover.render import _heartbeat_pids
 
 from tests.fleet import run_integration, wait_for
 from tests.v4 import check_line, find
