@@ -71,8 +71,6 @@ def capture_evidence(
     ``MAX_CAPTURES`` a run, each within ``CAPTURE_TIMEOUT`` and the run's deadline; a
     worker left over is captured on a later run, on an event of its own.
     """
-    from workerwatch.host import stack
-
     done = 0
     for j in judged:
         memory, verdict = j.memory, j.verdict
@@ -92,6 +90,10 @@ def capture_evidence(
                 add_evidence(event, verdict, "none", [], skipped="deferred to the next run "
                              f"({MAX_CAPTURES} captures a run, within the deadline)")  # fmt: skip
             continue
+        # Imported for a capture only: it brings subprocess, threading and selectors, a few
+        # ms of every run otherwise.
+        from workerwatch.host import stack
+
         found = stack.capture(verdict.pid, budget)
         done += 1
         if event is None:  # stalled in an earlier run whose capture was deferred

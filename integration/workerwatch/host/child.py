@@ -30,7 +30,7 @@ from typing import Any
 
 from workerwatch import log
 from workerwatch.config import Config, Group
-from workerwatch.host import heartbeat_files, log_offsets, peer, process, supervision, work
+from workerwatch.host import heartbeat_files, log_offsets, peer, process, supervision
 from workerwatch.host.discover import discover
 from workerwatch.host.procfs import ProcGone
 from workerwatch.judge.memory import WorkerMemory
@@ -119,6 +119,10 @@ def enrich(
     if proc is None or prev is None or not no_progress_since(proc, prev):
         return observation
     pid = observation.worker.pid
+    # Imported here: only a worker whose main thread did not move needs the wait and
+    # work-tree readers (a resident process imports them once, before its first fork).
+    from workerwatch.host import work
+
     try:
         main, tree = work.observe(pid, proc.threads, exclude, prev.peers or {})
     except ProcGone:
@@ -262,6 +266,9 @@ def run(
     """
     global _runs
     _runs += 1
+    if _runs == 2:
+        # A resident process: its children inherit this import instead of each making it.
+        from workerwatch.host import work  # noqa: F401
     _reap()
     read_fd, write_fd = os.pipe()
     try:
