@@ -1,0 +1,156 @@
+"""What the agent's one-shot run loads at start-up.
+
+The agent starts the one-shot every 15-30 s on every host, so its start-up is paid for
+ever: the plain global flags are read without building the argparse parser, and modules
+only some runs need (argparse for other command lines, OpenSSL through hashlib, the stack
+capture with subprocess and threading, the wait and work-tree readers for a worker whose
+main thread did not move) are imported only by a run that needs them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+from workerwatch import cli
+from workerwatch.config.load import _cache_key
+
+from tests.fleet import wait_for
+from tests.v4 import check_line, write_config
+
+READ_QUICKLY = [
+    [],
+    ["--config", "c.yml"],
+    ["-config", "c.yml"],
+    ["--config=c.yml"],
+    ["-config=c.yml"],
+    ["-state_dir", "/s", "--config", "x"],
+    ["--state-dir", "/s"],
+    ["--state_dir=/s"],
+    ["-metrics", "-inventory", "-events", "-pretty", "-verbose"],
+    ["--metrics", "--inventory", "--events", "--pretty", "--verbose"],
+    ["-show_version"],
+    ["--show_version"],
+    ["--show-version"],
+    ["--config", "a", "--config", "b"],  # the last one wins, as in argparse
+    ["--config", "status"],  # a subcommand's name as a flag's value is the value
+    ["--config", ""],
+]
+
+
+@pytest.mark.parametrize("argv", READ_QUICKLY, ids=" ".join)
+def test_plain_global_flags_are_read_as_argparse_reads_them(argv):
+    quick = cli.quick_flags(argv)
+    assert quick is not None
+    assert vars(quick) == vars(cli.build_parser().parse_args(argv))
+
+
+LEFT_TO_ARGPARSE = [
+    ["-h"],
+    ["--help"],
+    ["--conf", "x"],  # argparse's abbreviations
+    ["--config"],
+    ["--config", "-metrics"],
+    ["--config="],
+    ["-metrics=1"],
+    ["--bogus"],
+    ["-metrics", "extra"],
+    ["status"],
+    ["-verbose", "run", "--cycles", "1"],
+]
+
+
+@pytest.mark.parametrize("argv", LEFT_TO_ARGPARSE, ids=" ".join)
+def test_anything_else_is_left_to_argparse(argv):
+    assert cli.quick_flags(argv) is None
+
+
+def test_the_config_cache_key_is_the_files_sha256():
+    raw = b"state_dir: /x\ngroups: []\n"
+    assert _cache_key(raw).endswith(":" + hashlib.sha256(raw).hexdigest())
+
+
+# Seen in the run's own process; the host-phase child forks from it, so none of these was
+# imported before the fork either (host.work, when a worker needs it, is imported there).
+HEAVY = (
+    "argparse",
+    "hashlib",
+    "_hashlib",
+    "subprocess",
+    "threading",
+    "workerwatch.host.stack",
+    "workerwatch.host.work",
+    "workerwatch.host.waits",
+    "workerwatch.host.worktree",
+    "workerwatch.judge.work",
+)
+
+# The one-shot as the agent runs it (python -m workerwatch), then the modules it loaded.
+PROBE = (
+    "import sys, runpy; sys.argv = ['workerwatch', '--config', sys.argv[1]]\n"
+    "try:\n    runpy.run_module('workerwatch', run_name='__main__')\n"
+    "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+    "sys.stdout.flush()\n"
+    f"sys.stderr.write('LOADED=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+)
+
+
+def _one_shot(config) -> tuple[dict, list[str]]:
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(config)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    loaded = done.stderr.rpartition("LOADED=")[2]
+    return check_line(done.stdout), [m for m in loaded.split(",") if m]
+
+
+def _worker_up(payload: dict) -> list[dict]:
+    metrics = [m for d in payload["data"] for m in d["metrics"]]
+    return [m for m in metrics if m["name"] == "workerwatch.worker.up"]
+
+
+def test_a_one_shot_of_a_working_fleet_loads_only_what_it_needs(tmp_path, tag, fleet):
+    log = tmp_path / "worker.log"
+    worker = fleet.start("logger", str(log), 0.05)
+    wait_for(lambda: log.exists() and log.stat().st_size, what="the worker's first log line")
+    config = write_config(
+        tmp_path / "c.yml",
+        {
+            "state_dir": str(tmp_path / "state"),
+            "groups": [{"name": "g", "match": {"cmdline": tag}, "logs": [str(tmp_path / "*.log")]}],
+        },
+    )
+    _one_shot(config)  # the first run validates the config and leaves the state
+    size = log.stat().st_size
+    wait_for(lambda: log.stat().st_size > size, what="a log line after the first run")
+    payload, loaded = _one_shot(config)
+    up = _worker_up(payload)
+    assert [m["attributes"]["process.pid"] for m in up] == [worker.pid], json.dumps(payload)
+    assert up[0]["attributes"]["worker.state"] in ("working", "idle")
+    assert loaded == [], f"a run that needs none of them loaded {loaded}"
+
+
+def test_a_worker_whose_main_thread_did_not_move_gets_the_wait_readers(
+    tmp_path, tag, fleet, silent_server
+):
+    """The readers imported late still run when needed: the hung worker's wait is read (in
+    the host-phase child) and named with its peer."""
+    log = tmp_path / "worker.log"
+    worker = fleet.start("hung", str(log), "127.0.0.1", silent_server.port)
+    wait_for(lambda: "connected" in (log.read_text() if log.exists() else ""), what="connect")
+    config = write_config(
+        tmp_path / "c.yml",
+        {
+            "state_dir": str(tmp_path / "state"),
+            "groups": [{"name": "g", "match": {"cmdline": tag}, "logs": [str(log)]}],
+        },
+    )
+    _one_shot(config)
+    payload, _ = _one_shot(config)
+    up = _worker_up(payload)
+    assert [m["attributes"]["process.pid"] for m in up] == [worker.pid]
+    reason = up[0]["attributes"]["worker.reason"]
+    assert f"recvfrom on 127.0.0.1:{silent_server.port}" in reason, up[0]["attributes"]
