@@ -39,6 +39,7 @@ from workerwatch.judge.verdict import no_progress_since
 from workerwatch.observations import HeartbeatObservation, Worker, WorkerObservation
 
 _LENGTH = struct.Struct(">I")
+GATHER_PAUSE = 0.004  # seconds between two reads of the child's messages
 # Children left hung in the kernel by earlier cycles; reaped once they come back.
 _abandoned: list[int] = []
 # Host phases run by this process: more than one means a resident process (``run``,
@@ -366,6 +367,12 @@ def _gather(fd: int, snapshot: HostSnapshot, deadline: float) -> None:
             if snapshot.finished or snapshot.crash:
                 return
         del buffer[:pos]
+        # Let a few workers' messages gather before reading again: woken for each of the
+        # child's 2 writes per worker, the parent spent ~3 ms of a 200-worker run in
+        # select and read. The child streams ~35 KB in a pause at 200 workers, within the
+        # pipe's 64 KiB (a fuller pipe only makes its write wait); no pause outlasts the
+        # deadline, and what arrived by then is kept as before.
+        time.sleep(max(0.0, min(GATHER_PAUSE, deadline - time.monotonic())))
 
 
 def _apply(snapshot: HostSnapshot, message: tuple) -> None:
