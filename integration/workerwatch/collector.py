@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from workerwatch import log
@@ -25,13 +25,14 @@ from workerwatch.judge.memory import HungStep, Probes, RunRecord, WorkerMemory
 from workerwatch.judge.states import UNKNOWN, GroupVerdict, WorkerVerdict
 from workerwatch.judge.verdict import judge_group
 from workerwatch.observations import MetricSample
+from workerwatch.records import record
 from workerwatch.state import StateStore
 
 if TYPE_CHECKING:
     import threading
 
 
-@dataclass
+@record
 class RunResult:
     """What one collection produced, for the emitters, status and push."""
 

@@ -43,6 +43,52 @@ PAST = 100 * YEAR  # further back than anything this program or a file system wr
 AHEAD = 86400.0  # a clock stepped back by less than this keeps its history
 
 
+def _names(self: Any) -> tuple[str, ...]:
+    return type(self).__record_fields__  # type: ignore[no-any-return]
+
+
+def _repr(self: Any) -> str:
+    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _names(self))
+    return f"{type(self).__qualname__}({shown})"
+
+
+def _values(self: Any) -> tuple[Any, ...]:
+    return tuple(getattr(self, name) for name in _names(self))
+
+
+def _eq(self: Any, other: Any) -> Any:
+    # Tuples, as @dataclass compares: an item is equal to itself even when it is NaN.
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    return _values(self) == _values(other)
+
+
+def _hash(self: Any) -> int:
+    return hash(_values(self))
+
+
+def record(cls: type | None = None, *, frozen: bool = False) -> Any:
+    """``@dataclass`` (or ``@dataclass(frozen=True)``) for the records of this program.
+
+    The same class, with the same ``__repr__``, ``==`` and (frozen) hash as ``@dataclass``
+    gives, but those three are shared functions here rather than code generated and
+    compiled for every class: that compilation was ~10 ms of every one-shot's start-up
+    (43 classes; ``__init__`` and a frozen class's ``__setattr__`` are still generated).
+    ``dataclasses.fields``, ``replace`` and ``is_dataclass`` work as on any dataclass.
+    """
+
+    def wrap(cls: type) -> type:
+        cls = dataclasses.dataclass(cls, repr=False, eq=False, frozen=frozen)
+        cls.__record_fields__ = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[attr-defined]
+        cls.__repr__ = _repr  # type: ignore[assignment]
+        cls.__eq__ = _eq  # type: ignore[assignment]
+        # As @dataclass: a frozen record hashes by value, a mutable one is unhashable.
+        cls.__hash__ = _hash if frozen else None  # type: ignore[assignment]
+        return cls
+
+    return wrap if cls is None else wrap(cls)
+
+
 class Invalid(ValueError):
     """A value does not fit its field's definition; ``where`` is its path."""
 

@@ -28,7 +28,7 @@ import socket
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import field
 from urllib.parse import urlsplit
 
 from workerwatch import log
@@ -36,6 +36,7 @@ from workerwatch.config.agent import AGENT_CONFIG_DIR
 from workerwatch.config.model import AWS_REGION, ConfigError, Group
 from workerwatch.host import heartbeat_files, survey
 from workerwatch.host.discover import discover
+from workerwatch.records import record
 from workerwatch.sanitize import redact
 from workerwatch.units import human_duration, parse_duration
 
@@ -57,7 +58,7 @@ _AWS_HOST = re.compile(r"^(swf|sqs)[.-](?:fips[.-])?([a-z]{2}(?:-[a-z]+)+-\d)\.a
 _QUEUE_HOST = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d)\.queue\.amazonaws\.com")
 
 
-@dataclass
+@record
 class Proposed:
     name: str
     members: list[survey.Seen]
@@ -407,7 +408,7 @@ def render_group(p: Proposed, waits: dict[int, tuple[str, float]]) -> list[str]:
     return lines + [f"  {prefix}{line}" for line in body]
 
 
-@dataclass
+@record
 class AwsSeen:
     region: str | None = None
     region_from: str = ""

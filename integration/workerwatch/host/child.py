@@ -25,7 +25,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
 
 from workerwatch import log
@@ -37,6 +37,7 @@ from workerwatch.judge.memory import WorkerMemory
 from workerwatch.judge.states import STALLED
 from workerwatch.judge.verdict import no_progress_since
 from workerwatch.observations import HeartbeatObservation, Worker, WorkerObservation
+from workerwatch.records import record
 
 _LENGTH = struct.Struct(">I")
 GATHER_PAUSE = 0.004  # seconds between two reads of the child's messages
@@ -155,7 +156,7 @@ def _supervision(
     return observation
 
 
-@dataclass
+@record
 class HostSnapshot:
     """What the host-phase child streamed back by the deadline."""
 

@@ -1,0 +1,97 @@
+"""``records.record``: a dataclass whose repr, == and hash are shared functions.
+
+It must behave as ``@dataclass`` / ``@dataclass(frozen=True)`` does wherever the program
+and its tests rely on it: the repr's text, equality, hashing (frozen) or none (mutable),
+``FrozenInstanceError``, ``dataclasses.fields`` / ``replace`` / ``is_dataclass``, and the
+pickling that carries observations from the host-phase child to the parent.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+from dataclasses import field
+
+import pytest
+from workerwatch import collector, observations, records
+from workerwatch.config import model as config_model
+from workerwatch.host import child
+from workerwatch.judge import memory, states
+from workerwatch.output import catalogue, v4
+
+
+def _pair(frozen: bool) -> tuple[type, type]:
+    def body() -> dict:
+        return {
+            "__annotations__": {"a": "int", "b": "float | None", "c": "list[int]"},
+            "__doc__": "a record",
+            "b": None,
+            "c": field(default_factory=list),
+        }
+
+    plain = dataclasses.dataclass(frozen=frozen)(type("Sample", (), body()))
+    ours = records.record(frozen=frozen)(type("Sample", (), body()))
+    return plain, ours
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_record_behaves_as_the_dataclass_it_replaces(frozen):
+    plain, ours = _pair(frozen)
+    for args in ((1,), (2, 0.5), (3, math.nan, [1, 2])):
+        p, o = plain(*args), ours(*args)
+        assert repr(o) == repr(p)
+        assert (o == ours(*args)) == (p == plain(*args))
+        assert (o == ours(9)) == (p == plain(9)) and o != p
+        assert [f.name for f in dataclasses.fields(o)] == [f.name for f in dataclasses.fields(p)]
+        assert dataclasses.is_dataclass(o)
+        assert dataclasses.replace(o, a=7) == ours(7, *args[1:])
+    nan = math.nan
+    assert (ours(1, nan) == ours(1, nan)) == (plain(1, nan) == plain(1, nan))  # one NaN object
+    if frozen:
+        assert hash(ours(1, 0.5, ())) == hash(ours(1, 0.5, ())) == hash(plain(1, 0.5, ()))
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            ours(1).a = 2  # type: ignore[misc]
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            del ours(1).a
+    else:
+        with pytest.raises(TypeError):
+            hash(ours(1))
+        o = ours(1)
+        o.a = 5
+        assert o == ours(5)
+
+
+def test_an_observation_crosses_the_pipe_whole():
+    """The host-phase child pickles observations; the parent gets equal records back."""
+    worker = observations.Worker(group="g", pid=42, create_time=1.5, start_ticks=7, horses=(3,))
+    log = observations.LogObservation(fds=(observations.LogFd(3, "/w.log", 10, 99),))
+    seen = observations.WorkerObservation(worker=worker, log=log, process=None)
+    again = pickle.loads(pickle.dumps(seen, protocol=pickle.HIGHEST_PROTOCOL))
+    assert again == seen and repr(again) == repr(seen) and hash(again.worker) == hash(worker)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        again.worker.pid = 1  # type: ignore[misc]
+
+
+def test_a_frozen_record_hashes_by_value():
+    a = observations.LogFd(fd=3, path="/var/log/w.log", pos=10, inode=7)
+    b = observations.LogFd(fd=3, path="/var/log/w.log", pos=10, inode=7)
+    assert a is not b and a == b and len({a, b}) == 1
+    assert a != dataclasses.replace(a, pos=11)
+
+
+MODULES = (observations, config_model, memory, states, catalogue, v4, collector, child)
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.__name__)
+def test_the_collection_path_defines_its_records_with_record(module):
+    found = [
+        kind
+        for kind in vars(module).values()
+        if dataclasses.is_dataclass(kind) and kind.__module__ == module.__name__
+    ]
+    assert found
+    for kind in found:
+        names = tuple(f.name for f in dataclasses.fields(kind))
+        assert kind.__record_fields__ == names, kind
+        assert kind.__repr__ is records._repr and kind.__eq__ is records._eq, kind
