@@ -236,4 +236,4 @@ def from_json(data: dict[str, Any], now: float) -> tuple[SavedState, list[str]]:
 
 def to_json(state: SavedState) -> dict[str, Any]:
     """The state as JSON-shaped data, ready for ``json.dumps``: the one way it is written."""
-    return {"version": FORMAT_VERSION, **records.dump(state)}
+    return {"version": FORMAT_VERSION, **records.dump(state, compact=True)}
