@@ -9,6 +9,7 @@ main thread did not move) are imported only by a run that needs them.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import subprocess
@@ -154,3 +155,61 @@ def test_a_worker_whose_main_thread_did_not_move_gets_the_wait_readers(
     assert [m["attributes"]["process.pid"] for m in up] == [worker.pid]
     reason = up[0]["attributes"]["worker.reason"]
     assert f"recvfrom on 127.0.0.1:{silent_server.port}" in reason, up[0]["attributes"]
+
+
+# The one-shot as the agent runs it, noting whether the cyclic GC was on as each of our
+# modules was imported.
+GC_PROBE = (
+    "import gc, json, runpy, sys\n"
+    "seen = {}\n"
+    "class Spy:\n"
+    "    def find_spec(self, name, path=None, target=None):\n"
+    "        if name.startswith('workerwatch'):\n"
+    "            seen.setdefault(name, gc.isenabled())\n"
+    "sys.meta_path.insert(0, Spy())\n"
+    "sys.argv = ['workerwatch', '--config', sys.argv[1]]\n"
+    "out, sys.stdout = sys.stdout, open('/dev/null', 'w')\n"
+    "try:\n    runpy.run_module('workerwatch', run_name='__main__')\n"
+    "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
+    "out.write(json.dumps(seen))\n"
+)
+
+
+def test_the_one_shot_imports_its_modules_with_the_cyclic_gc_off(tmp_path):
+    config = write_config(
+        tmp_path / "c.yml",
+        {
+            "state_dir": str(tmp_path / "state"),
+            "groups": [{"name": "g", "match": {"cmdline": "zzz-none"}}],
+        },
+    )
+    for _ in range(2):  # the second run reads the config cache, as the agent's runs do
+        done = subprocess.run(
+            [sys.executable, "-c", GC_PROBE, str(config)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert {"workerwatch.records", "workerwatch.collector", "workerwatch.judge.verdict"} <= set(
+        seen
+    )
+    on = sorted(name for name, enabled in seen.items() if enabled)
+    assert on == ["workerwatch", "workerwatch.__main__", "workerwatch.cli"], on
+
+
+def test_a_subcommand_runs_with_the_cyclic_gc_on(tmp_path):
+    config = write_config(
+        tmp_path / "c.yml",
+        {
+            "state_dir": str(tmp_path / "state"),
+            "groups": [{"name": "g", "match": {"cmdline": "zzz-none"}}],
+        },
+    )
+    assert gc.isenabled()
+    try:
+        assert cli.main(["check-config", "--config", str(config)]) == 0
+        assert gc.isenabled(), "a resident subcommand must keep the usual collector"
+    finally:
+        gc.enable()
