@@ -1,9 +1,12 @@
-"""``records.record``: a dataclass whose repr, == and hash are shared functions.
+"""``records.record``: a dataclass without code generated for it at import.
 
-It must behave as ``@dataclass`` / ``@dataclass(frozen=True)`` does wherever the program
-and its tests rely on it: the repr's text, equality, hashing (frozen) or none (mutable),
-``FrozenInstanceError``, ``dataclasses.fields`` / ``replace`` / ``is_dataclass``, and the
-pickling that carries observations from the host-phase child to the parent.
+Its repr, ==, hash and frozen ``__setattr__``/``__delattr__`` are shared functions, and its
+``__init__`` is compiled at the first instance. It must behave as ``@dataclass`` /
+``@dataclass(frozen=True)`` does wherever the program and its tests rely on it: the
+constructor (order, defaults, a fresh ``default_factory`` value, its errors), the repr's
+text, equality, hashing (frozen) or none (mutable), ``FrozenInstanceError``,
+``dataclasses.fields`` / ``replace`` / ``is_dataclass``, and the pickling that carries
+observations from the host-phase child to the parent.
 """
 
 from __future__ import annotations
@@ -60,6 +63,30 @@ def test_a_record_behaves_as_the_dataclass_it_replaces(frozen):
         o = ours(1)
         o.a = 5
         assert o == ours(5)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_record_is_constructed_as_the_dataclass_is(frozen):
+    plain, ours = _pair(frozen)
+    assert ours.__init__ is records._first_init, "compiled only for a first instance"
+    for args, kwargs in (((1,), {}), ((1, 2.0), {}), ((), {"a": 1, "c": [3]}), ((1,), {"b": None})):
+        assert repr(ours(*args, **kwargs)) == repr(plain(*args, **kwargs))
+    assert ours.__init__ is not records._first_init
+    first, second = ours(1), ours(1)
+    first.c.append(5)
+    assert second.c == [] and first.c is not second.c, "a fresh default_factory value"
+    for args, kwargs in (((), {}), ((1, 2.0, [], 4), {}), ((1,), {"d": 1}), ((1,), {"a": 2})):
+        with pytest.raises(TypeError) as ours_error:
+            ours(*args, **kwargs)
+        with pytest.raises(TypeError) as plain_error:
+            plain(*args, **kwargs)
+        assert str(ours_error.value) == str(plain_error.value)
+
+
+def test_a_required_field_after_a_default_is_refused_when_defined():
+    body = {"__annotations__": {"a": "int", "b": "int"}, "a": 1}
+    with pytest.raises(TypeError, match="non-default argument 'b' follows default argument"):
+        records.record(type("Bad", (), body))
 
 
 def test_an_observation_crosses_the_pipe_whole():

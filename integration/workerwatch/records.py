@@ -67,21 +67,82 @@ def _hash(self: Any) -> int:
     return hash(_values(self))
 
 
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+_FACTORY = object()  # "no value given": the field's default_factory makes one
+
+
+def _make_init(cls: type) -> Any:
+    """The ``__init__`` ``@dataclass`` would write for ``cls``: one parameter per field in
+    order, its default or a fresh ``default_factory()`` when not given."""
+    setter = "__set(self, {0!r}, {1})" if cls.__record_frozen__ else "self.{0} = {1}"  # type: ignore[attr-defined]
+    scope: dict[str, Any] = {"__set": object.__setattr__, "__FACTORY": _FACTORY}
+    params, body = [], []
+    for f in dataclasses.fields(cls):
+        name, value = f.name, f.name
+        if f.default is not dataclasses.MISSING:
+            scope[f"__default_{name}"] = f.default
+            params.append(f"{name}=__default_{name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            scope[f"__factory_{name}"] = f.default_factory
+            params.append(f"{name}=__FACTORY")
+            value = f"__factory_{name}() if {name} is __FACTORY else {name}"
+        else:
+            params.append(name)
+        body.append(setter.format(name, value))
+    source = f"def __init__(self, {', '.join(params)}):\n    " + "\n    ".join(body or ["pass"])
+    made: dict[str, Any] = {}
+    exec(source, scope, made)  # our own text, from the class's fields
+    init = made["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
+def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Every record's ``__init__`` until its class makes its first instance: the real one is
+    compiled then, once per class and process. Records only unpickled (a parent gets the
+    child's observations that way) or never made in a run never pay for it."""
+    cls = type(self)
+    cls.__init__ = _make_init(cls)  # type: ignore[misc]
+    cls.__init__(self, *args, **kwargs)  # type: ignore[misc]
+
+
 def record(cls: type | None = None, *, frozen: bool = False) -> Any:
     """``@dataclass`` (or ``@dataclass(frozen=True)``) for the records of this program.
 
-    The same class, with the same ``__repr__``, ``==`` and (frozen) hash as ``@dataclass``
-    gives, but those three are shared functions here rather than code generated and
-    compiled for every class: that compilation was ~10 ms of every one-shot's start-up
-    (43 classes; ``__init__`` and a frozen class's ``__setattr__`` are still generated).
-    ``dataclasses.fields``, ``replace`` and ``is_dataclass`` work as on any dataclass.
+    The same class as ``@dataclass`` makes, with the same ``__init__``, ``__repr__``, ``==``,
+    (frozen) hash and ``FrozenInstanceError``, but without the code ``@dataclass`` generates
+    and compiles for every class at import: the repr, ==, hash and a frozen class's
+    ``__setattr__``/``__delattr__`` are shared functions, and ``__init__`` is compiled at
+    the class's first instance (``_first_init``). That compilation was ~20 ms of every
+    one-shot's start-up (210 functions for 43 classes). ``dataclasses.fields``, ``replace``
+    and ``is_dataclass`` work as on any dataclass.
     """
 
     def wrap(cls: type) -> type:
-        cls = dataclasses.dataclass(cls, repr=False, eq=False, frozen=frozen)
-        cls.__record_fields__ = tuple(f.name for f in dataclasses.fields(cls))  # type: ignore[attr-defined]
+        cls = dataclasses.dataclass(cls, init=False, repr=False, eq=False)
+        fields = dataclasses.fields(cls)
+        # What @dataclass refuses when it writes __init__, refused here at once too.
+        defaulted = None
+        for f in fields:
+            has_default = not (f.default is f.default_factory is dataclasses.MISSING)
+            if defaulted is not None and not has_default:
+                raise TypeError(f"non-default argument {f.name!r} follows default argument")
+            defaulted = f.name if has_default else defaulted
+        cls.__record_fields__ = tuple(f.name for f in fields)  # type: ignore[attr-defined]
+        cls.__record_frozen__ = frozen  # type: ignore[attr-defined]
+        cls.__init__ = _first_init  # type: ignore[misc]
         cls.__repr__ = _repr  # type: ignore[assignment]
         cls.__eq__ = _eq  # type: ignore[assignment]
+        if frozen:
+            cls.__setattr__ = _frozen_setattr  # type: ignore[assignment]
+            cls.__delattr__ = _frozen_delattr  # type: ignore[assignment]
         # As @dataclass: a frozen record hashes by value, a mutable one is unhashable.
         cls.__hash__ = _hash if frozen else None  # type: ignore[assignment]
         return cls
