@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import pickle
+import types
 from dataclasses import field
 
 import pytest
@@ -122,3 +123,14 @@ def test_the_collection_path_defines_its_records_with_record(module):
         names = tuple(f.name for f in dataclasses.fields(kind))
         assert kind.__record_fields__ == names, kind
         assert kind.__repr__ is records._repr and kind.__eq__ is records._eq, kind
+
+
+def test_ready_compiles_a_modules_constructors_ahead():
+    """What a resident process does before forking the children that make observations."""
+    module = types.ModuleType("made_up")
+    plain, ours = _pair(frozen=True)
+    module.Sample = ours
+    assert ours.__init__ is records._first_init
+    records.ready(module)
+    assert ours.__init__ is not records._first_init
+    assert repr(ours(1)) == repr(plain(1))

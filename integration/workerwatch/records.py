@@ -113,6 +113,14 @@ def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
     cls.__init__(self, *args, **kwargs)  # type: ignore[misc]
 
 
+def ready(module: Any) -> None:
+    """Compile now the ``__init__`` of every record ``module`` defines: a resident process
+    does it once for what its forked children make every cycle."""
+    for value in list(vars(module).values()):
+        if isinstance(value, type) and vars(value).get("__init__") is _first_init:
+            value.__init__ = _make_init(value)  # type: ignore[misc]
+
+
 def record(cls: type | None = None, *, frozen: bool = False) -> Any:
     """``@dataclass`` (or ``@dataclass(frozen=True)``) for the records of this program.
 

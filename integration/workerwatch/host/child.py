@@ -28,7 +28,7 @@ from collections.abc import Collection
 from dataclasses import field, replace
 from typing import Any
 
-from workerwatch import log
+from workerwatch import log, records
 from workerwatch.config import Config, Group
 from workerwatch.host import heartbeat_files, log_offsets, peer, process, supervision
 from workerwatch.host.discover import discover
@@ -269,8 +269,11 @@ def run(
     global _runs
     _runs += 1
     if _runs == 2:
-        # A resident process: its children inherit this import instead of each making it.
+        # A resident process: its children inherit these instead of each making them.
+        from workerwatch import observations
         from workerwatch.host import work  # noqa: F401
+
+        records.ready(observations)
     _reap()
     read_fd, write_fd = os.pipe()
     try:
