@@ -89,10 +89,11 @@ HEAVY = (
     "workerwatch.judge.work",
 )
 
-# The one-shot as the agent runs it (python -m workerwatch), then the modules it loaded.
+# The one-shot (the CLI's main, as the entry point calls it), then the modules it loaded.
 PROBE = (
-    "import sys, runpy; sys.argv = ['workerwatch', '--config', sys.argv[1]]\n"
-    "try:\n    runpy.run_module('workerwatch', run_name='__main__')\n"
+    "import sys; sys.argv = ['workerwatch', '--config', sys.argv[1]]\n"
+    "from workerwatch.cli import main\n"
+    "try:\n    main()\n"
     "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
     "sys.stdout.flush()\n"
     f"sys.stderr.write('LOADED=' + ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
@@ -104,6 +105,7 @@ def _one_shot(config) -> tuple[dict, list[str]]:
         [sys.executable, "-c", PROBE, str(config)], capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 0, done.stderr
+    assert "LOADED=" in done.stderr, done.stderr
     loaded = done.stderr.rpartition("LOADED=")[2]
     return check_line(done.stdout), [m for m in loaded.split(",") if m]
 
@@ -157,10 +159,10 @@ def test_a_worker_whose_main_thread_did_not_move_gets_the_wait_readers(
     assert f"recvfrom on 127.0.0.1:{silent_server.port}" in reason, up[0]["attributes"]
 
 
-# The one-shot as the agent runs it, noting whether the cyclic GC was on as each of our
-# modules was imported.
+# The one-shot (the CLI's main, as the entry point calls it), noting whether the cyclic GC
+# was on as each of our modules was imported.
 GC_PROBE = (
-    "import gc, json, runpy, sys\n"
+    "import gc, json, sys\n"
     "seen = {}\n"
     "class Spy:\n"
     "    def find_spec(self, name, path=None, target=None):\n"
@@ -168,8 +170,9 @@ GC_PROBE = (
     "            seen.setdefault(name, gc.isenabled())\n"
     "sys.meta_path.insert(0, Spy())\n"
     "sys.argv = ['workerwatch', '--config', sys.argv[1]]\n"
+    "from workerwatch.cli import main\n"
     "out, sys.stdout = sys.stdout, open('/dev/null', 'w')\n"
-    "try:\n    runpy.run_module('workerwatch', run_name='__main__')\n"
+    "try:\n    main()\n"
     "except SystemExit as exc:\n    assert not exc.code, exc.code\n"
     "out.write(json.dumps(seen))\n"
 )
@@ -196,7 +199,7 @@ def test_the_one_shot_imports_its_modules_with_the_cyclic_gc_off(tmp_path):
         seen
     )
     on = sorted(name for name, enabled in seen.items() if enabled)
-    assert on == ["workerwatch", "workerwatch.__main__", "workerwatch.cli"], on
+    assert on == ["workerwatch", "workerwatch.cli"], on
 
 
 def test_a_subcommand_runs_with_the_cyclic_gc_on(tmp_path):
@@ -213,3 +216,56 @@ def test_a_subcommand_runs_with_the_cyclic_gc_on(tmp_path):
         assert gc.isenabled(), "a resident subcommand must keep the usual collector"
     finally:
         gc.enable()
+
+
+# The program's entry point as the console script, the zipapp and `python -m` call it, with
+# an exit handler that says whether the interpreter's teardown ran.
+ENTRY_PROBE = (
+    "import atexit, os, sys\n"
+    "atexit.register(lambda: os.write(2, b'TEARDOWN'))\n"
+    "sys.argv = ['nri-workerwatch', *sys.argv[1:]]\n"
+    "from workerwatch.cli import entry\n"
+    "entry()\n"
+)
+
+
+def _entry(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", ENTRY_PROBE, *argv], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_a_one_shot_ends_without_the_interpreters_teardown(tmp_path, tag, fleet):
+    log = tmp_path / "worker.log"
+    worker = fleet.start("logger", str(log), 0.05)
+    wait_for(lambda: log.exists() and log.stat().st_size, what="the worker's first log line")
+    config = write_config(
+        tmp_path / "c.yml",
+        {
+            "state_dir": str(tmp_path / "state"),
+            "groups": [{"name": "g", "match": {"cmdline": tag}}],
+        },
+    )
+    for _ in range(2):  # the second run judges from the state the first one saved
+        done = _entry("--config", str(config))
+        assert done.returncode == 0, done.stderr
+        assert "TEARDOWN" not in done.stderr
+    up = _worker_up(check_line(done.stdout))
+    assert [m["attributes"]["process.pid"] for m in up] == [worker.pid]
+    assert up[0]["attributes"]["worker.state"] != "unknown", up[0]["attributes"]
+
+
+def test_other_commands_and_errors_exit_as_usual(tmp_path):
+    config = write_config(
+        tmp_path / "c.yml",
+        {
+            "state_dir": str(tmp_path / "state"),
+            "groups": [{"name": "g", "match": {"cmdline": "zzz"}}],
+        },
+    )
+    done = _entry("check-config", "--config", str(config))
+    assert done.returncode == 0 and "TEARDOWN" in done.stderr, done.stderr
+    done = _entry("--config", str(tmp_path / "missing.yml"))
+    assert done.returncode == 1 and done.stderr.startswith("[FATAL] config "), done.stderr
+    done = _entry("--bogus")
+    assert done.returncode == 2 and "unrecognized arguments: --bogus" in done.stderr

@@ -8,8 +8,10 @@ imports this module back.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from types import SimpleNamespace
@@ -142,6 +144,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _one_shot(common.resolve_flags(build_parser().parse_args(argv)))
 
 
+def entry() -> None:
+    """The program's entry point (console script, zipapp, ``python -m workerwatch``).
+
+    After a one-shot, which has written its payload and saved its state, the process ends
+    at once: the interpreter's teardown (freeing every object, a last garbage collection)
+    was ~10 ms of a 200-worker run, every 15-30 s. Other commands exit as usual.
+    """
+    code = main()
+    if _one_shot_done:
+        with contextlib.suppress(OSError, ValueError):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
+_one_shot_done = False
+
+
 def _one_shot(ns: Any) -> int:
     # A one-shot run lives for a fraction of a second and leaves no garbage cycles worth
     # collecting: the collector's passes over every object cost CPU (and, in the forked
@@ -149,8 +170,11 @@ def _one_shot(ns: Any) -> int:
     gc.disable()
     from workerwatch.commands import collect
 
-    return collect.main(ns)
+    global _one_shot_done
+    code = collect.main(ns)
+    _one_shot_done = True
+    return code
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    entry()
