@@ -14,6 +14,7 @@ import hashlib
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from workerwatch import cli
@@ -115,7 +116,8 @@ def _worker_up(payload: dict) -> list[dict]:
     return [m for m in metrics if m["name"] == "workerwatch.worker.up"]
 
 
-def test_a_one_shot_of_a_working_fleet_loads_only_what_it_needs(tmp_path, tag, fleet):
+def _logging_worker(tmp_path, tag, fleet) -> tuple[subprocess.Popen, Path, Path]:
+    """A worker writing its log every 50 ms, and a config whose one group is that worker."""
     log = tmp_path / "worker.log"
     worker = fleet.start("logger", str(log), 0.05)
     wait_for(lambda: log.exists() and log.stat().st_size, what="the worker's first log line")
@@ -126,6 +128,11 @@ def test_a_one_shot_of_a_working_fleet_loads_only_what_it_needs(tmp_path, tag, f
             "groups": [{"name": "g", "match": {"cmdline": tag}, "logs": [str(tmp_path / "*.log")]}],
         },
     )
+    return worker, log, config
+
+
+def test_a_one_shot_of_a_working_fleet_loads_only_what_it_needs(tmp_path, tag, fleet):
+    worker, log, config = _logging_worker(tmp_path, tag, fleet)
     _one_shot(config)  # the first run validates the config and leaves the state
     size = log.stat().st_size
     wait_for(lambda: log.stat().st_size > size, what="a log line after the first run")
@@ -236,16 +243,7 @@ def _entry(*argv: str) -> subprocess.CompletedProcess:
 
 
 def test_a_one_shot_ends_without_the_interpreters_teardown(tmp_path, tag, fleet):
-    log = tmp_path / "worker.log"
-    worker = fleet.start("logger", str(log), 0.05)
-    wait_for(lambda: log.exists() and log.stat().st_size, what="the worker's first log line")
-    config = write_config(
-        tmp_path / "c.yml",
-        {
-            "state_dir": str(tmp_path / "state"),
-            "groups": [{"name": "g", "match": {"cmdline": tag}}],
-        },
-    )
+    worker, _, config = _logging_worker(tmp_path, tag, fleet)
     for _ in range(2):  # the second run judges from the state the first one saved
         done = _entry("--config", str(config))
         assert done.returncode == 0, done.stderr
