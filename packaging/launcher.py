@@ -184,7 +184,7 @@ def main():
         del sys.path[0]
     try:
         # In this process: the zipapp's bootstrap unpacks it once (keyed by its build id),
-        # puts it on sys.path and calls workerwatch.cli:main, whose exit code ends us.
+        # puts it on sys.path and calls workerwatch.cli:entry, which ends us.
         runpy.run_path(pyz, run_name="__main__")
     except ImportError as exc:
         fatal(

@@ -113,8 +113,9 @@ def test_show_version_needs_no_config():
 
 
 PROBE = (
-    "import sys, runpy; sys.argv = ['workerwatch', '--config', sys.argv[1]]\n"
-    "try:\n    runpy.run_module('workerwatch', run_name='__main__')\n"
+    "import sys; sys.argv = ['workerwatch', '--config', sys.argv[1]]\n"
+    "from workerwatch.cli import main\n"
+    "try:\n    main()\n"
     "except SystemExit: pass\n"
     "sys.stderr.write('PYDANTIC=%s YAML=%s\\n' % ('pydantic' in sys.modules, 'yaml' in sys.modules))\n"
 )

@@ -219,3 +219,17 @@ def test_a_vanished_worker_is_reported_gone_until_forget_after_then_forgotten(ta
     assert gone_at(3610) == []
     saved = store.load(t0 + 3610)
     assert saved.workers == {} and saved.names == {}
+
+
+def test_the_file_leaves_out_fields_that_are_none_by_default(tmp_path):
+    """A None that is the field's default is not written; reading it back gives it again."""
+    memory = WorkerMemory(
+        name="w", group="g", pid=1, first_seen=NOW - 10, last_seen=NOW - 5, log_pos={3: 7}
+    )
+    _save(tmp_path, SavedState(workers={"1:2": memory}))
+    written = json.loads((tmp_path / "state.json").read_text())["workers"]["1:2"]
+    assert written["log_pos"] == {"3": 7} and written["name"] == "w"
+    assert "stalled_since" not in written and "cpu" not in written
+    assert None not in written.values()
+    with FileStateStore(str(tmp_path)) as store:
+        assert store.load(NOW).workers == {"1:2": memory} and store.problems == []

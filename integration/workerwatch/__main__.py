@@ -1,3 +1,3 @@
-from workerwatch.cli import main
+from workerwatch.cli import entry
 
-raise SystemExit(main())
+entry()

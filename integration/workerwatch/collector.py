@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import TYPE_CHECKING, Any
 
 from workerwatch import log
@@ -25,13 +25,14 @@ from workerwatch.judge.memory import HungStep, Probes, RunRecord, WorkerMemory
 from workerwatch.judge.states import UNKNOWN, GroupVerdict, WorkerVerdict
 from workerwatch.judge.verdict import judge_group
 from workerwatch.observations import MetricSample
+from workerwatch.records import record
 from workerwatch.state import StateStore
 
 if TYPE_CHECKING:
     import threading
 
 
-@dataclass
+@record
 class RunResult:
     """What one collection produced, for the emitters, status and push."""
 
@@ -71,8 +72,6 @@ def capture_evidence(
     ``MAX_CAPTURES`` a run, each within ``CAPTURE_TIMEOUT`` and the run's deadline; a
     worker left over is captured on a later run, on an event of its own.
     """
-    from workerwatch.host import stack
-
     done = 0
     for j in judged:
         memory, verdict = j.memory, j.verdict
@@ -92,6 +91,10 @@ def capture_evidence(
                 add_evidence(event, verdict, "none", [], skipped="deferred to the next run "
                              f"({MAX_CAPTURES} captures a run, within the deadline)")  # fmt: skip
             continue
+        # Imported for a capture only: it brings subprocess, threading and selectors, a few
+        # ms of every run otherwise.
+        from workerwatch.host import stack
+
         found = stack.capture(verdict.pid, budget)
         done += 1
         if event is None:  # stalled in an earlier run whose capture was deferred

@@ -6,17 +6,18 @@ not be read (permissions, a process exit race), which the verdict treats as unkn
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Union
 
 from workerwatch.output.catalogue import CATALOGUE
+from workerwatch.records import record
 
 # A metric attribute's value. Spelled with Union: ``records`` evaluates the annotations that
 # use it at run time, where ``str | int`` inside brackets needs CPython 3.10.
 AttributeValue = Union[str, int, float, bool]
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Worker:
     """A discovered process that belongs to a group."""
 
@@ -41,7 +42,7 @@ class Worker:
         return f"{self.pid}:{start}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LogFd:
     """One log file a worker holds open for writing, and its fd's offset."""
 
@@ -51,7 +52,7 @@ class LogFd:
     inode: int | None = None  # fdinfo's ino: (Linux 5.14+), to recognise the file next run
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class LogObservation:
     """The worker's own write offsets into its log files (or a coarse mtime fallback)."""
 
@@ -67,7 +68,7 @@ class LogObservation:
     stack_dumps: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Task:
     """The task a heartbeat says the worker is running."""
 
@@ -76,7 +77,7 @@ class Task:
     started: float | None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HeartbeatObservation:
     """One heartbeat file as read this run."""
 
@@ -90,7 +91,7 @@ class HeartbeatObservation:
     problem: str | None = None  # why the body was not used, e.g. "not valid JSON"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class WaitObservation:
     """Where one thread waits, judged from its system call (``host.waits``).
 
@@ -120,7 +121,7 @@ class WaitObservation:
         return self.network and self.timed is False
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ThreadObservation:
     """A thread of the worker other than the main one."""
 
@@ -131,7 +132,7 @@ class ThreadObservation:
     wait: WaitObservation | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class DescendantObservation:
     """A process below the worker that no group matches: part of the worker's work."""
 
@@ -151,7 +152,7 @@ class DescendantObservation:
         return f"p{self.pid}:{self.start_ticks}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class WorkTree:
     """A worker's other threads and descendant processes, read when its main thread waits."""
 
@@ -159,7 +160,7 @@ class WorkTree:
     descendants: tuple[DescendantObservation, ...] = ()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProcessObservation:
     """Progress counters of the process and of its main thread."""
 
@@ -179,7 +180,7 @@ class ProcessObservation:
     main_wait: WaitObservation | None = None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class HorseObservation:
     """A child the worker waits for (an RQ work horse): judged as the worker's own work."""
 
@@ -195,7 +196,7 @@ class HorseObservation:
         return f"{self.pid}:{self.start_ticks}"
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class WorkerObservation:
     """Everything the host phase saw about one worker this run."""
 
@@ -222,7 +223,7 @@ def _catalogued(sample: MetricSample) -> None:
         raise ValueError(f"{sample.name} does not carry {sorted(sample.attributes)}")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MetricSample:
     """A ready metric from a queue-side probe: name from the catalogue, gauge value."""
 

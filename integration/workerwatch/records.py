@@ -43,6 +43,121 @@ PAST = 100 * YEAR  # further back than anything this program or a file system wr
 AHEAD = 86400.0  # a clock stepped back by less than this keeps its history
 
 
+def _names(self: Any) -> tuple[str, ...]:
+    return type(self).__record_fields__  # type: ignore[no-any-return]
+
+
+def _repr(self: Any) -> str:
+    shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in _names(self))
+    return f"{type(self).__qualname__}({shown})"
+
+
+def _values(self: Any) -> tuple[Any, ...]:
+    return tuple(getattr(self, name) for name in _names(self))
+
+
+def _eq(self: Any, other: Any) -> Any:
+    # Tuples, as @dataclass compares: an item is equal to itself even when it is NaN.
+    if other.__class__ is not self.__class__:
+        return NotImplemented
+    return _values(self) == _values(other)
+
+
+def _hash(self: Any) -> int:
+    return hash(_values(self))
+
+
+def _frozen_setattr(self: Any, name: str, value: Any) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot assign to field {name!r}")
+
+
+def _frozen_delattr(self: Any, name: str) -> None:
+    raise dataclasses.FrozenInstanceError(f"cannot delete field {name!r}")
+
+
+_FACTORY = object()  # "no value given": the field's default_factory makes one
+
+
+def _make_init(cls: type) -> Any:
+    """The ``__init__`` ``@dataclass`` would write for ``cls``: one parameter per field in
+    order, its default or a fresh ``default_factory()`` when not given."""
+    setter = "__set(self, {0!r}, {1})" if cls.__record_frozen__ else "self.{0} = {1}"  # type: ignore[attr-defined]
+    scope: dict[str, Any] = {"__set": object.__setattr__, "__FACTORY": _FACTORY}
+    params, body = [], []
+    for f in dataclasses.fields(cls):
+        name, value = f.name, f.name
+        if f.default is not dataclasses.MISSING:
+            scope[f"__default_{name}"] = f.default
+            params.append(f"{name}=__default_{name}")
+        elif f.default_factory is not dataclasses.MISSING:
+            scope[f"__factory_{name}"] = f.default_factory
+            params.append(f"{name}=__FACTORY")
+            value = f"__factory_{name}() if {name} is __FACTORY else {name}"
+        else:
+            params.append(name)
+        body.append(setter.format(name, value))
+    source = f"def __init__(self, {', '.join(params)}):\n    " + "\n    ".join(body or ["pass"])
+    made: dict[str, Any] = {}
+    exec(source, scope, made)  # our own text, from the class's fields
+    init = made["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
+
+
+def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    """Every record's ``__init__`` until its class makes its first instance: the real one is
+    compiled then, once per class and process. Records only unpickled (a parent gets the
+    child's observations that way) or never made in a run never pay for it."""
+    cls = type(self)
+    cls.__init__ = _make_init(cls)  # type: ignore[misc]
+    cls.__init__(self, *args, **kwargs)  # type: ignore[misc]
+
+
+def ready(module: Any) -> None:
+    """Compile now the ``__init__`` of every record ``module`` defines: a resident process
+    does it once for what its forked children make every cycle."""
+    for value in list(vars(module).values()):
+        if isinstance(value, type) and vars(value).get("__init__") is _first_init:
+            value.__init__ = _make_init(value)  # type: ignore[misc]
+
+
+def record(cls: type | None = None, *, frozen: bool = False) -> Any:
+    """``@dataclass`` (or ``@dataclass(frozen=True)``) for the records of this program.
+
+    The same class as ``@dataclass`` makes, with the same ``__init__``, ``__repr__``, ``==``,
+    (frozen) hash and ``FrozenInstanceError``, but without the code ``@dataclass`` generates
+    and compiles for every class at import: the repr, ==, hash and a frozen class's
+    ``__setattr__``/``__delattr__`` are shared functions, and ``__init__`` is compiled at
+    the class's first instance (``_first_init``). That compilation was ~20 ms of every
+    one-shot's start-up (210 functions for 43 classes). ``dataclasses.fields``, ``replace``
+    and ``is_dataclass`` work as on any dataclass.
+    """
+
+    def wrap(cls: type) -> type:
+        cls = dataclasses.dataclass(cls, init=False, repr=False, eq=False)
+        fields = dataclasses.fields(cls)
+        # What @dataclass refuses when it writes __init__, refused here at once too.
+        defaulted = None
+        for f in fields:
+            has_default = not (f.default is f.default_factory is dataclasses.MISSING)
+            if defaulted is not None and not has_default:
+                raise TypeError(f"non-default argument {f.name!r} follows default argument")
+            defaulted = f.name if has_default else defaulted
+        cls.__record_fields__ = tuple(f.name for f in fields)  # type: ignore[attr-defined]
+        cls.__record_frozen__ = frozen  # type: ignore[attr-defined]
+        cls.__init__ = _first_init  # type: ignore[misc]
+        cls.__repr__ = _repr  # type: ignore[assignment]
+        cls.__eq__ = _eq  # type: ignore[assignment]
+        if frozen:
+            cls.__setattr__ = _frozen_setattr  # type: ignore[assignment]
+            cls.__delattr__ = _frozen_delattr  # type: ignore[assignment]
+        # As @dataclass: a frozen record hashes by value, a mutable one is unhashable.
+        cls.__hash__ = _hash if frozen else None  # type: ignore[assignment]
+        return cls
+
+    return wrap if cls is None else wrap(cls)
+
+
 class Invalid(ValueError):
     """A value does not fit its field's definition; ``where`` is its path."""
 
@@ -309,11 +424,66 @@ def _int_key(value: Any, where: Callable[[], str], ctx: _Context) -> Any:
     return _NO
 
 
+_INF = float("inf")
+_SIMPLE_LIMITS = frozenset(("ge", "le", "time", "ahead", "min_length", "max_length", "one_of"))
+
+
+def _quick(kinds: tuple[Any, ...], meta: dict[str, Any]) -> Callable[[Any, Any], bool] | None:
+    """For a field of one plain type (``int``, ``float``, ``str``, ``bool``, maybe None), a
+    test that a value is plainly valid: exactly that type and within every limit, so the
+    full checker would return it unchanged. None for other fields. A value it does not
+    pass goes to the full checker, which decides and says what is wrong; the state of
+    1,000 workers is checked every run, nearly every value plainly valid.
+    """
+    plain = [k for k in kinds if k is not _NONE]
+    if len(plain) != 1 or plain[0] not in (int, float, str, bool) or meta.keys() - _SIMPLE_LIMITS:
+        return None
+    kind = plain[0]
+    tests: list[Callable[[Any, Any], bool]] = []
+    # A float must be finite: NaN fails every comparison, and finite bounds or a time
+    # window shut out the infinities; without either, the test is its own.
+    low, high = meta.get("ge"), meta.get("le")
+    if kind is not str and (low is not None or high is not None):
+        low = -sys.float_info.max if low is None else low
+        high = sys.float_info.max if high is None else high
+        tests.append(lambda v, now: low <= v <= high)
+    if meta.get("time"):
+        ahead = meta.get("ahead", AHEAD)
+        tests.append(
+            lambda v, now: -_INF < v < _INF if now is None else now - PAST <= v <= now + ahead
+        )
+    if kind is float and not tests:
+        tests.append(lambda v, now: -_INF < v < _INF)
+    shortest, longest = meta.get("min_length"), meta.get("max_length")
+    if kind is str and (shortest is not None or longest is not None):
+        shortest = 0 if shortest is None else shortest
+        longest = _INF if longest is None else longest
+        tests.append(lambda v, now: shortest <= len(v) <= longest)
+    if "one_of" in meta:
+        allowed = meta["one_of"]
+        tests.append(lambda v, now: v in allowed)
+    nullable = _NONE in kinds
+    # One test is the common case: called directly, without a loop over one.
+    test = tests[0] if len(tests) == 1 else lambda v, now: all(t(v, now) for t in tests)
+    if not tests:
+        test = lambda v, now: True  # noqa: E731
+
+    def quick(value: Any, now: Any) -> bool:
+        if value is None:
+            return nullable
+        return type(value) is kind and test(value, now)
+
+    return quick
+
+
 @functools.cache
-def _plan(cls: type) -> tuple[frozenset[str], tuple[tuple[FieldSpec, Checker, bool], ...]]:
+def _plan(
+    cls: type,
+) -> tuple[frozenset[str], tuple[tuple[FieldSpec, Checker, bool, Any], ...]]:
     specs = fields_of(cls)
     return frozenset(s.name for s in specs), tuple(
-        (s, _checker(s.kinds, s.meta), bool(s.meta.get("tolerant"))) for s in specs
+        (s, _checker(s.kinds, s.meta), bool(s.meta.get("tolerant")), _quick(s.kinds, s.meta))
+        for s in specs
     )
 
 
@@ -323,14 +493,19 @@ def _record(cls: type, data: dict[str, Any], where: str, ctx: _Context) -> Any:
         unknown = next(key for key in data if key not in known)
         raise Invalid(where, f"unknown key {_shown(unknown)}")
     values: dict[str, Any] = {}
-    for spec, check, tolerant in plan:
+    now = ctx.now
+    for spec, check, tolerant, quick in plan:
         name = spec.name
         if name not in data:
             if spec.default is dataclasses.MISSING and spec.factory is dataclasses.MISSING:
                 raise Invalid(f"{where}.{name}" if where else name, "missing")
             continue
+        value = data[name]
+        if quick is not None and quick(value, now):
+            values[name] = value
+            continue
         try:
-            values[name] = check(data[name], lambda n=name: f"{where}.{n}" if where else n, ctx)
+            values[name] = check(value, lambda n=name: f"{where}.{n}" if where else n, ctx)
         except Invalid as exc:
             if not tolerant:
                 raise
@@ -370,20 +545,34 @@ def _nested(cls: type) -> tuple[str, ...]:
     return tuple(s.name for s in fields_of(cls) if any(holds_record(k) for k in s.kinds))
 
 
-def dump(value: Any, exclude_none: bool = False) -> Any:
+@functools.cache
+def _none_by_default(cls: type) -> frozenset[str]:
+    """Fields whose default is None: left out of a compact dump when None."""
+    return frozenset(s.name for s in fields_of(cls) if s.default is None)
+
+
+def dump(value: Any, exclude_none: bool = False, compact: bool = False) -> Any:
     """Records (and containers of them) as JSON-shaped data; other values as they are.
+
+    ``exclude_none`` leaves out every None; ``compact`` only a None that is the field's
+    default, so ``load`` builds the same record from the shorter data (the saved state:
+    most of a worker's fields are None most of the time, and writing and reading them
+    back was a third of the state file's size and parsing).
 
     A flat record is one ``dict(vars(...))``: the state of 1,000 workers is dumped every run.
     """
     if is_record(type(value)):
         out = dict(vars(value))
         for name in _nested(type(value)):
-            out[name] = dump(out[name], exclude_none)
+            out[name] = dump(out[name], exclude_none, compact)
         if exclude_none:
             out = {k: v for k, v in out.items() if v is not None}
+        elif compact:
+            skip = _none_by_default(type(value))
+            out = {k: v for k, v in out.items() if v is not None or k not in skip}
         return out
     if isinstance(value, (list, tuple)):
-        return [dump(item, exclude_none) for item in value]
+        return [dump(item, exclude_none, compact) for item in value]
     if isinstance(value, dict):
-        return {key: dump(item, exclude_none) for key, item in value.items()}
+        return {key: dump(item, exclude_none, compact) for key, item in value.items()}
     return value

@@ -5,11 +5,14 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from workerwatch import log
 from workerwatch.commands.common import load_config_or_exit, version_line
+
+if TYPE_CHECKING:
+    import argparse
 
 
 def main(ns: argparse.Namespace) -> int:

@@ -7,37 +7,48 @@ flags).
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from workerwatch import INTEGRATION_NAME, __version__, log
 from workerwatch.config import Config, ConfigError, load, locate, parse
 from workerwatch.config.agent import AGENT_CONFIG_DIR, inline_config
 
+if TYPE_CHECKING:
+    import argparse
+
 _TRUE = {"1", "true", "yes", "on"}
 _BOOL_FLAGS = ("metrics", "inventory", "events", "pretty", "verbose", "show_version")
+
+# The flags every collecting command shares: (spellings, dest, help), each taking a value;
+# plus -verbose. Kept as data so the one-shot can read them without argparse (cli.py).
+VALUE_FLAGS = (
+    (("-config", "--config"), "config", "config file"),
+    (("-state_dir", "--state_dir", "--state-dir"), "state_dir", "override the config's state_dir"),
+)
+
+
+def data_flag_spellings(name: str) -> tuple[str, ...]:
+    """``-metrics --metrics``; ``-show_version --show_version --show-version``."""
+    spellings = (f"-{name}", f"--{name}")
+    return (*spellings, f"--{name.replace('_', '-')}") if "_" in name else spellings
 
 
 def add_common_flags(parser: argparse.ArgumentParser) -> None:
     """Flags shared by every command that collects: config location, state and verbosity."""
-    parser.add_argument("-config", "--config", dest="config", default=None, help="config file")
-    parser.add_argument(
-        "-state_dir", "--state_dir", "--state-dir", dest="state_dir", default=None,
-        help="override the config's state_dir",
-    )  # fmt: skip
-    parser.add_argument("-verbose", "--verbose", action="store_true", default=None)
+    for spellings, dest, text in VALUE_FLAGS:
+        parser.add_argument(*spellings, dest=dest, default=None, help=text)
+    add_data_flags(parser, ("verbose",))
 
 
 def add_data_flags(parser: argparse.ArgumentParser, names: tuple[str, ...]) -> None:
     """Boolean Go SDK flags (``-metrics``, ``--show-version``...), None when not given."""
     for name in names:
-        spellings = [f"-{name}", f"--{name}"]
-        if "_" in name:
-            spellings.append(f"--{name.replace('_', '-')}")
-        parser.add_argument(*spellings, dest=name, action="store_true", default=None)
+        parser.add_argument(
+            *data_flag_spellings(name), dest=name, action="store_true", default=None
+        )
 
 
 def resolve_flags(ns: argparse.Namespace, env: dict[str, str] | None = None) -> argparse.Namespace:

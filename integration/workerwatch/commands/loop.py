@@ -10,10 +10,10 @@ import signal
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from types import FrameType
 
 from workerwatch import log
+from workerwatch.records import record
 
 
 def cpu_seconds() -> float:
@@ -71,7 +71,7 @@ class Stopper:
                 os.close(fd)
 
 
-@dataclass
+@record
 class CycleStats:
     """Per-cycle cost, reported on exit (and per cycle with -verbose).
 

@@ -12,15 +12,15 @@ runs; ``each`` for the items of a list. ``__checks__`` hold the rules that span 
 """
 
 # Fields are declared through small helpers that return dataclasses.field(...).
-# ruff: noqa: RUF009
 
 from __future__ import annotations
 
 import fnmatch
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any, Literal
 
+from workerwatch.records import record
 from workerwatch.units import parse_duration
 
 DEFAULT_STATE_DIR = "/var/db/newrelic-infra/data/nri-workerwatch"
@@ -144,7 +144,7 @@ def _at_least_one_rule(match: Match) -> None:
         raise ValueError("give at least one of cmdline, systemd_unit, pidfile")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Match:
     """How processes are recognised as members of a group; every given rule must hold."""
 
@@ -162,7 +162,7 @@ def _complete(consumes: Consumes) -> None:
         raise ValueError("give swf_domain with task_list, or sqs_queue")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Consumes:
     """Which queue a group consumes, so the group's reason can mention its backlog.
 
@@ -178,7 +178,7 @@ class Consumes:
     sqs_queue: str | None = key()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Group:
     """One group of workers: how to find them and when one counts as stalled."""
 
@@ -193,7 +193,7 @@ class Group:
     consumes: Consumes | None = key()
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Canary:
     """The SWF canary workflow: started on a schedule, expected to complete."""
 
@@ -207,7 +207,7 @@ def _no_repeated_lists(domain: SwfDomain) -> None:
     _unique([c.workflow_id for c in domain.canaries], "canary workflow_id")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SwfDomain:
     """One SWF domain and the task lists whose backlog is watched."""
 
@@ -224,7 +224,7 @@ def _no_repeated_domains(swf: Swf) -> None:
     _unique([d.name for d in swf.domains], "domain")
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Swf:
     """The ``swf:`` section: the SWF backlog probes."""
 
@@ -237,7 +237,7 @@ class Swf:
     timeout: float = key(AWS_TIMEOUT, **DURATION)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Sqs:
     """The ``sqs:`` section: the SQS backlog probes."""
 
@@ -256,7 +256,7 @@ def _unique_groups(config: Config) -> None:
         seen.add(group.name)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Config:
     """The whole configuration file."""
 

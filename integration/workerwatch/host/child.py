@@ -25,20 +25,22 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import field, replace
 from typing import Any
 
-from workerwatch import log
+from workerwatch import log, records
 from workerwatch.config import Config, Group
-from workerwatch.host import heartbeat_files, log_offsets, peer, process, supervision, work
+from workerwatch.host import heartbeat_files, log_offsets, peer, process, supervision
 from workerwatch.host.discover import discover
 from workerwatch.host.procfs import ProcGone
 from workerwatch.judge.memory import WorkerMemory
 from workerwatch.judge.states import STALLED
 from workerwatch.judge.verdict import no_progress_since
 from workerwatch.observations import HeartbeatObservation, Worker, WorkerObservation
+from workerwatch.records import record
 
 _LENGTH = struct.Struct(">I")
+GATHER_PAUSE = 0.004  # seconds between two reads of the child's messages
 # Children left hung in the kernel by earlier cycles; reaped once they come back.
 _abandoned: list[int] = []
 # Host phases run by this process: more than one means a resident process (``run``,
@@ -119,6 +121,10 @@ def enrich(
     if proc is None or prev is None or not no_progress_since(proc, prev):
         return observation
     pid = observation.worker.pid
+    # Imported here: only a worker whose main thread did not move needs the wait and
+    # work-tree readers (a resident process imports them once, before its first fork).
+    from workerwatch.host import work
+
     try:
         main, tree = work.observe(pid, proc.threads, exclude, prev.peers or {})
     except ProcGone:
@@ -150,7 +156,7 @@ def _supervision(
     return observation
 
 
-@dataclass
+@record
 class HostSnapshot:
     """What the host-phase child streamed back by the deadline."""
 
@@ -262,6 +268,12 @@ def run(
     """
     global _runs
     _runs += 1
+    if _runs == 2:
+        # A resident process: its children inherit these instead of each making them.
+        from workerwatch import observations
+        from workerwatch.host import work  # noqa: F401
+
+        records.ready(observations)
     _reap()
     read_fd, write_fd = os.pipe()
     try:
@@ -359,6 +371,12 @@ def _gather(fd: int, snapshot: HostSnapshot, deadline: float) -> None:
             if snapshot.finished or snapshot.crash:
                 return
         del buffer[:pos]
+        # Let a few workers' messages gather before reading again: woken for each of the
+        # child's 2 writes per worker, the parent spent ~3 ms of a 200-worker run in
+        # select and read. The child streams ~35 KB in a pause at 200 workers, within the
+        # pipe's 64 KiB (a fuller pipe only makes its write wait); no pause outlasts the
+        # deadline, and what arrived by then is kept as before.
+        time.sleep(max(0.0, min(GATHER_PAUSE, deadline - time.monotonic())))
 
 
 def _apply(snapshot: HostSnapshot, message: tuple) -> None:

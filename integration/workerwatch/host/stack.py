@@ -15,7 +15,8 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+
+from workerwatch.records import record
 
 MAX_FRAMES = 20  # innermost first; the blocking call and the code that made it
 _THREAD = re.compile(r'^Thread (0x[0-9A-Fa-f]+|\d+) \(([^)]*)\)(?:: "(.*)")?')
@@ -105,7 +106,7 @@ def _kernel_frames(text: str) -> list[str]:
     return frames
 
 
-@dataclass
+@record
 class Evidence:
     """What one capture found; ``stack`` innermost frame first."""
 

@@ -13,12 +13,13 @@ import os
 import re
 import struct
 import time
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from workerwatch.host import log_offsets, procfs
 from workerwatch.host.discover import is_integration, unit_from_cgroup
 from workerwatch.host.procfs import PPID, STARTTIME, STATE, ProcGone, read_bytes, read_text
 from workerwatch.host.syscalls import name_of
+from workerwatch.records import record
 
 # The only environment variables kept: where heartbeats go, and where AWS calls go. Other
 # values (credentials among them) are scanned for queue and endpoint URLs, never kept.
@@ -34,7 +35,7 @@ _URL = re.compile(r"https?://[^\s'\"<>,;]+")
 MAX_ENVIRON = 1 << 16
 
 
-@dataclass
+@record
 class Seen:
     pid: int
     ppid: int

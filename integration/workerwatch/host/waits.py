@@ -30,12 +30,13 @@ import functools
 import os
 import struct
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from workerwatch.host import peer
 from workerwatch.host.process import _optional
 from workerwatch.host.procfs import ProcGone, read_text
 from workerwatch.host.syscalls import name_of, table_for
+from workerwatch.records import record
 
 _MACHINE = os.uname().machine  # as host/syscalls.py: no platform import at start-up
 MAX_POLL_FDS = 64  # entries of a poll set read from memory at most
@@ -119,7 +120,7 @@ _UNTIMED = frozenset({"wait4", "waitid", "pause", "rt_sigsuspend", "semop", "msg
 _DISK_ON_FD = frozenset({"pread64", "fsync", "fdatasync"})
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Wait:
     """One thread's system call, judged as a wait.
 
@@ -149,7 +150,7 @@ class Wait:
         return self.timeout if self.timed else None
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class SocketState:
     """What a worker's socket holds that its blocked call does not show."""
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Collection
-from dataclasses import dataclass
 
 from workerwatch.host.process import MAX_THREADS, _ctx_switches, _optional
 from workerwatch.host.procfs import (
@@ -34,13 +33,14 @@ from workerwatch.host.procfs import (
     stat,
     stat_with_comm,
 )
+from workerwatch.records import record
 
 MAX_DESCENDANTS = 64  # processes read per worker at most
 MAX_DEPTH = 8  # generations below the worker
 CMDLINE_BYTES = 4096
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ThreadSample:
     """One thread of a process, as /proc shows it at one moment."""
 
@@ -53,7 +53,7 @@ class ThreadSample:
     nonvoluntary: int
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class ProcessSample:
     """One descendant process of a worker, with the evidence that it makes progress."""
 

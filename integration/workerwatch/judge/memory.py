@@ -15,16 +15,16 @@ per-interval difference is named after its metric on the verdict (``wakeups``).
 """
 
 # Fields are declared through small helpers that return dataclasses.field(...).
-# ruff: noqa: RUF009
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from workerwatch import records
 from workerwatch.judge.states import STATES, UNKNOWN
 from workerwatch.observations import MetricSample
+from workerwatch.records import record
 
 # 2: "voluntary" became "main_voluntary", probes.stuck became probes.hung (migrated on load).
 # 3: the work tree (units, peers, untimed_peers, hb_seen); others_voluntary dropped.
@@ -48,7 +48,7 @@ MAX_UNITS = 64  # threads and descendants remembered per worker
 MAX_PEERS = 16  # resolved socket peers and peers seen without a timeout, per worker
 
 
-@dataclass
+@record
 class UnitMemory:
     """One thread or descendant of a worker: its counters and since when it waits where."""
 
@@ -59,7 +59,7 @@ class UnitMemory:
     since: float | None = _optional(TIME)  # when it was first seen in that wait, unwoken
 
 
-@dataclass
+@record
 class WorkerMemory:
     """What one run leaves for the next about one process (keyed by pid + start time)."""
 
@@ -121,7 +121,7 @@ class WorkerMemory:
     evidence_for: float | None = _optional(TIME)
 
 
-@dataclass
+@record
 class NameRecord:
     """Which process a stable worker name pointed at, to see a restart (same name, new pid)."""
 
@@ -130,7 +130,7 @@ class NameRecord:
     last_seen: float = field(metadata=TIME)
 
 
-@dataclass
+@record
 class HungStep:
     """A host-probe step whose child process hung in an earlier run and may still be hung."""
 
@@ -139,14 +139,14 @@ class HungStep:
     since: float = field(metadata=TIME)
 
 
-@dataclass
+@record
 class RunRecord:
     """When the last run happened (the interval for count metrics)."""
 
     last: float = field(metadata=TIME)  # when the previous run started
 
 
-@dataclass
+@record
 class Level:
     """A backlog count and since when it has not gone down (backlogStuckSeconds)."""
 
@@ -155,7 +155,7 @@ class Level:
     seen: float = field(metadata=TIME)
 
 
-@dataclass
+@record
 class ProbeState:
     """One queue-side probe's memory (``swf`` or ``sqs``).
 
@@ -178,7 +178,7 @@ class ProbeState:
     units: list[str] = field(default_factory=list, metadata={"tolerant": True})
 
 
-@dataclass
+@record
 class Probes:
     """What the probes remember: hung steps, the last run, queue-probe state."""
 
@@ -188,7 +188,7 @@ class Probes:
     sqs: ProbeState | None = field(default=None, metadata={"tolerant": True})
 
 
-@dataclass
+@record
 class SavedState:
     """The state file's content (without its ``version``)."""
 
@@ -236,4 +236,4 @@ def from_json(data: dict[str, Any], now: float) -> tuple[SavedState, list[str]]:
 
 def to_json(state: SavedState) -> dict[str, Any]:
     """The state as JSON-shaped data, ready for ``json.dumps``: the one way it is written."""
-    return {"version": FORMAT_VERSION, **records.dump(state)}
+    return {"version": FORMAT_VERSION, **records.dump(state, compact=True)}

@@ -7,8 +7,9 @@ changes only when the situation does and does not mint a new time series every r
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from workerwatch.host.syscalls import WAIT_SYSCALLS
-from workerwatch.judge import work
 from workerwatch.judge.memory import WorkerMemory
 from workerwatch.judge.states import (
     BUSY_CPU_SHARE,
@@ -17,9 +18,11 @@ from workerwatch.judge.states import (
     WAITS_FOR_CHILDREN,
     WorkerVerdict,
 )
-from workerwatch.judge.work import TreeVerdict
 from workerwatch.observations import ProcessObservation, WaitObservation, WorkerObservation
 from workerwatch.units import human_duration as ago
+
+if TYPE_CHECKING:
+    from workerwatch.judge.work import TreeVerdict
 
 
 def _bytes(n: int) -> str:
@@ -152,6 +155,8 @@ def _housekeeping(tree: TreeVerdict) -> str:
 def _tree_story(main: WaitObservation | None, tree: TreeVerdict, now: float) -> Fact:
     """What the waiting main thread's work tree is doing: the blocked unit, or who works."""
     # Whoever works is named while anything does; the blocked unit once nothing else moves.
+    from workerwatch.judge import work  # a tree was read: see verdict.judge
+
     blocked = [] if tree.progressed else tree.blocked
     unit = blocked[0] if blocked else tree.progressed[0]
     what = work.describe(unit, now)

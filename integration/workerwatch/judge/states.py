@@ -3,7 +3,9 @@ verdict records that the output, ``status`` and ``diagnose`` read."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from workerwatch.records import record
 
 UNKNOWN, IDLE, WORKING, STALLED, GONE = "unknown", "idle", "working", "stalled", "gone"
 STATES = (UNKNOWN, IDLE, WORKING, STALLED, GONE)
@@ -15,7 +17,7 @@ WAITS_FOR_CHILDREN = frozenset({"wait4", "waitid"})
 RECOVERY_RUNS = 2  # runs in a row with wakeups that clear a stall without other activity
 
 
-@dataclass
+@record
 class WorkerVerdict:
     """One worker's verdict and the figures it rests on."""
 
@@ -54,7 +56,7 @@ class WorkerVerdict:
         return self.state == STALLED
 
 
-@dataclass
+@record
 class GroupVerdict:
     """A group's verdict: workers running, expected and stalled, and why."""
 

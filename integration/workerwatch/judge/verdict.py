@@ -17,6 +17,7 @@ not flap its verdict.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from workerwatch.judge.memory import MAX_PEERS, WorkerMemory
 from workerwatch.judge.reasons import explain
@@ -33,9 +34,11 @@ from workerwatch.judge.states import (
     GroupVerdict,
     WorkerVerdict,
 )
-from workerwatch.judge.work import TreeVerdict, judge_tree
 from workerwatch.observations import ProcessObservation, WaitObservation, WorkerObservation
 from workerwatch.units import human_duration as ago
+
+if TYPE_CHECKING:
+    from workerwatch.judge.work import TreeVerdict
 
 
 def _in_blocking_call(proc: ProcessObservation) -> bool:
@@ -187,6 +190,10 @@ def judge(
             dcpu_main = max(0.0, proc.main_cpu_seconds - (prev.main_cpu or 0.0))
             progressed = verdict.wakeups > 0 or dcpu_main > 0
             if obs.tree is not None:
+                # Only a worker whose work tree was read (its main thread did not move)
+                # needs these rules: most runs never import them.
+                from workerwatch.judge.work import judge_tree
+
                 tree = judge_tree(obs.tree, prev.units, now, interval)
                 memory.units = tree.memory or None
                 progressed = progressed or bool(tree.progressed)

@@ -15,18 +15,19 @@ Rules (README "Verdict rules"):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from workerwatch.judge.memory import MAX_UNITS, UnitMemory
 from workerwatch.judge.states import CLEAR_CPU
 from workerwatch.observations import WaitObservation, WorkTree
+from workerwatch.records import record
 from workerwatch.units import human_duration as ago
 
 HOUSEKEEPING_CPU = 0.02  # seconds per interval, or HOUSEKEEPING_SHARE of it if more
 HOUSEKEEPING_SHARE = 0.005
 
 
-@dataclass
+@record
 class Unit:
     """One thread or descendant, judged over the interval."""
 
@@ -40,7 +41,7 @@ class Unit:
     new: bool = False
 
 
-@dataclass
+@record
 class TreeVerdict:
     units: list[Unit] = field(default_factory=list)
     memory: dict[str, UnitMemory] = field(default_factory=dict)

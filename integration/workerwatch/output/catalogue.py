@@ -8,13 +8,13 @@ metric nobody alerts on.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from workerwatch.records import record
 
 WORKER_ATTRS = ("worker.name", "worker.group", "process.pid", "worker.state", "worker.reason")
 GROUP_ATTRS = ("worker.group",)
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class MetricSpec:
     """One metric of the catalogue: its type, unit and attributes."""
 

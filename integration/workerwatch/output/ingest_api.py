@@ -32,12 +32,13 @@ import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 from urllib.parse import urlsplit
 
 from workerwatch import INTEGRATION_NAME, __version__, log
 from workerwatch.output import retry
+from workerwatch.records import record
 from workerwatch.sanitize import redact
 from workerwatch.units import human_duration
 
@@ -64,7 +65,7 @@ class AuthRefused(Exception):
     """HTTP 403: the license key is not accepted; retrying cannot help."""
 
 
-@dataclass
+@record
 class Batch:
     kind: str  # "metrics" or "events"
     url: str
@@ -78,7 +79,7 @@ class Batch:
         return len(self.items)
 
 
-@dataclass
+@record
 class FlushReport:
     sent: int = 0  # batches accepted
     dropped: int = 0  # batches given up on (4xx, too big, out of attempts in --once)

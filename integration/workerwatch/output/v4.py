@@ -12,7 +12,6 @@ import functools
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from workerwatch import INTEGRATION_NAME, __version__
@@ -21,6 +20,7 @@ from workerwatch.config import Config, redacted
 from workerwatch.judge.states import IDLE, WORKING, WorkerVerdict
 from workerwatch.output import catalogue
 from workerwatch.output.catalogue import CATALOGUE
+from workerwatch.records import record
 from workerwatch.sanitize import MAX_ATTRIBUTE, clean_text
 from workerwatch.units import finite, parse_duration
 
@@ -30,7 +30,7 @@ MAX_METRICS_PER_LINE = 1000
 SUMMARISE_ABOVE = 500
 
 
-@dataclass(frozen=True)
+@record(frozen=True)
 class Sections:
     """Which parts of the v4 payload to publish (the agent's data flags)."""
 

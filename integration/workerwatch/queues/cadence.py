@@ -19,7 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import field
 from typing import Any
 
 from workerwatch.config import Config, Sqs, Swf
@@ -30,6 +30,7 @@ from workerwatch.queues import sqs, swf
 from workerwatch.queues.aws import MIN_CALL_S, ProbeRun, aws_client, fingerprint, forget_client
 from workerwatch.queues.notes import group_notes
 from workerwatch.queues.stuck import with_stuck
+from workerwatch.records import record
 
 # Leave this much of the run for judging groups, saving state and writing the payload.
 EMIT_MARGIN_S = 0.25
@@ -38,7 +39,7 @@ EMIT_MARGIN_S = 0.25
 CADENCE_SLACK = 0.1
 
 
-@dataclass
+@record
 class BacklogOutcome:
     """What one run of the queue-side probes gives the collector."""
 
@@ -72,7 +73,7 @@ def _due(pstate: ProbeState, now: float, every: float) -> bool:
     return now - last >= every * (1 - CADENCE_SLACK)
 
 
-@dataclass
+@record
 class _Job:
     name: str  # "swf" or "sqs": also the probe attribute of integration.errors
     section: Swf | Sqs

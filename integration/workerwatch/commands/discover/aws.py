@@ -5,19 +5,20 @@ from __future__ import annotations
 import argparse
 import re
 import socket
-from dataclasses import dataclass, field
+from dataclasses import field
 from urllib.parse import urlsplit
 
 from workerwatch.commands.discover.render import yaml_quote
 from workerwatch.config.model import AWS_REGION
 from workerwatch.host import survey
+from workerwatch.records import record
 from workerwatch.sanitize import redact
 
 _AWS_HOST = re.compile(r"^(swf|sqs)[.-](?:fips[.-])?([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com")
 _QUEUE_HOST = re.compile(r"^([a-z]{2}(?:-[a-z]+)+-\d)\.queue\.amazonaws\.com")
 
 
-@dataclass
+@record
 class AwsSeen:
     region: str | None = None
     region_from: str = ""

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from workerwatch.config.model import Group
 from workerwatch.host import survey
 from workerwatch.host.discover import discover
+from workerwatch.records import record
 
 _INTERPRETER = re.compile(r"^(python|pypy|ruby|node|nodejs|perl|php|java)[0-9.]*$")
 _SHELLS = {"sh", "bash", "dash", "zsh", "ksh", "fish", "csh", "tcsh", "su", "sudo", "login"}
@@ -30,7 +31,7 @@ _NOT_LOGS = re.compile(r"(\.(db|sqlite3?|lock|pid|tmp|swp|json|sock)|/[.#][^/]*)
 _VALUE_OPTIONS = {"-W", "-X", "--check-hash-based-pycs"}
 
 
-@dataclass
+@record
 class Proposed:
     name: str
     members: list[survey.Seen]
