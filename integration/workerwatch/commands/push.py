@@ -128,7 +128,7 @@ def main(argv: Sequence[str]) -> int:
     from workerwatch.output.v4 import all_metrics
     from workerwatch.state import FileStateStore
 
-    collector = Collector(config)
+    collector = Collector(config, resident=not ns.once)
     attrs = host_attributes(labels)
     stopper = Stopper()
     sender = Sender(
@@ -178,3 +178,4 @@ def main(argv: Sequence[str]) -> int:
         return 1
     finally:
         stopper.close()
+        collector.close()

@@ -55,8 +55,9 @@ class TooManyHung(Exception):
     """Too many abandoned probe children or threads are still alive: restart, not pile up."""
 
 
-def hung_probes() -> int:
-    """Live abandoned probe threads plus live (non-zombie) child processes of ours."""
+def hung_probes(kept: int | None = None) -> int:
+    """Live abandoned probe threads plus live (non-zombie) child processes of ours, but
+    ``kept``, the host-phase child kept between cycles (it finished its last phase)."""
     threads = sum(
         1 for t in threading.enumerate() if t.name.startswith("workerwatch-") and t.is_alive()
     )
@@ -67,6 +68,8 @@ def hung_probes() -> int:
     except OSError:
         pids = []
     for pid in pids:
+        if kept is not None and pid == str(kept):
+            continue
         try:
             if stat(f"/proc/{pid}/stat")[STATE] != "Z":
                 children += 1
@@ -146,7 +149,7 @@ def main(argv: Sequence[str]) -> int:
     from workerwatch.state import FileStateStore
 
     sections = Sections.from_flags(ns.metrics, ns.inventory, ns.events)
-    collector = Collector(config)
+    collector = Collector(config, resident=True)
     stopper = Stopper()
     stopper.install()
     fail_on = failing_cycles()
@@ -159,7 +162,7 @@ def main(argv: Sequence[str]) -> int:
             log.warn("state is kept in memory only this time: a restart loses 'silent since'")
 
         def cycle(n: int) -> None:
-            hung = hung_probes()
+            hung = hung_probes(collector.host_child)
             if hung > MAX_HUNG:
                 raise TooManyHung(
                     f"{hung} probe processes/threads are hung past the deadline (hung mount "
@@ -204,6 +207,7 @@ def main(argv: Sequence[str]) -> int:
             return 0
         finally:
             stopper.close()
+            collector.close()
     how = f"signal {stopper.signum}" if stopper.signum else "cycle limit"
     log.info(f"run: stopped by {how} after {stats.summary()}")
     return 0
