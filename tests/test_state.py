@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -219,3 +220,31 @@ def test_a_vanished_worker_is_reported_gone_until_forget_after_then_forgotten(ta
     assert gone_at(3610) == []
     saved = store.load(t0 + 3610)
     assert saved.workers == {} and saved.names == {}
+
+
+def test_a_resident_store_writes_on_a_verdict_change_every_interval_and_on_exit(tmp_path):
+    path = tmp_path / "state.json"
+
+    def on_disk() -> dict:
+        return json.loads(path.read_text())["workers"]
+
+    first = SavedState(workers={"1:2.00": _memory()})
+    with FileStateStore(str(tmp_path), write_every=0.5) as store:
+        store.save(first)  # the first save is written
+        assert on_disk()["1:2.00"]["last_seen"] == first.workers["1:2.00"].last_seen
+        later = SavedState(workers={"1:2.00": replace(_memory(), last_seen=NOW)})
+        store.save(later)  # only counters moved: kept in memory
+        assert on_disk()["1:2.00"]["last_seen"] == NOW - 5
+        stalled = SavedState(workers={"1:2.00": replace(_memory(), state="stalled")})
+        store.save(stalled)  # a verdict changed: written at once
+        assert on_disk()["1:2.00"]["state"] == "stalled"
+        store.save(SavedState(workers={**stalled.workers, "3:4.00": _memory("v")}))
+        assert set(on_disk()) == {"1:2.00", "3:4.00"}  # a new worker: written at once
+        store.save(SavedState(workers={"3:4.00": _memory("v")}))
+        assert set(on_disk()) == {"3:4.00"}  # one gone from the state: written at once
+        time.sleep(0.6)
+        store.save(SavedState(workers={"3:4.00": replace(_memory("v"), last_seen=NOW)}))
+        assert on_disk()["3:4.00"]["last_seen"] == NOW  # write_every passed
+        store.save(SavedState(workers={"3:4.00": replace(_memory("v"), last_seen=NOW + 1)}))
+        assert on_disk()["3:4.00"]["last_seen"] == NOW
+    assert on_disk()["3:4.00"]["last_seen"] == NOW + 1  # written on exit

@@ -25,6 +25,10 @@ STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
 MAX_STATE_BYTES = 64 * 1024 * 1024
 LOCK_WAIT = 5.0
+# A resident process writes its state file at least this often (and at every verdict
+# change, and on exit): a crash (SIGKILL, OOM) loses at most this much of the counters'
+# history. docs/operating.md says what that costs.
+RESIDENT_WRITE_EVERY = 60.0
 
 
 MAX_REPORTED = 3  # dropped entries named in the one warning
@@ -104,7 +108,13 @@ class StateStore:
 class FileStateStore(StateStore):
     """State in ``<state_dir>/state.json``, held under an exclusive lock while in use."""
 
-    def __init__(self, state_dir: str, lock_wait: float = LOCK_WAIT) -> None:
+    def __init__(
+        self, state_dir: str, lock_wait: float = LOCK_WAIT, write_every: float | None = None
+    ) -> None:
+        """``write_every``: for a resident process, which keeps the state in memory and
+        writes the file only when a worker's verdict state, the set of workers or the hung
+        probe steps changed, at least every ``write_every`` seconds, and on exit (None: at
+        every save, as a one-shot run needs)."""
         super().__init__()
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE)
@@ -112,6 +122,9 @@ class FileStateStore(StateStore):
         self.lock_wait = lock_wait
         self._lock_fd: int | None = None
         self.writable = True
+        self.write_every = write_every
+        self._written: tuple[float, Any] | None = None  # (monotonic time, _shape) at last write
+        self._pending: SavedState | None = None  # saved in memory, not yet in the file
 
     def __enter__(self) -> FileStateStore:
         try:
@@ -148,6 +161,8 @@ class FileStateStore(StateStore):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._pending is not None and self._lock_fd is not None:
+            self._write(self._pending)
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)  # closing releases the flock
@@ -185,6 +200,22 @@ class FileStateStore(StateStore):
         self.state = state
         if not self.writable:
             return
+        if self.write_every is not None:
+            last = self._written
+            unchanged = last is not None and last[1] == _shape(state)
+            if unchanged and time.monotonic() - last[0] < self.write_every:
+                self._pending = state
+                return
+        self._write(state)
+
+    def reset(self) -> None:
+        super().reset()
+        self._written = None  # the next save writes
+
+    def _write(self, state: SavedState) -> None:
+        self._pending = None
+        if self.write_every is not None:
+            self._written = (time.monotonic(), _shape(state))
         data = to_json(state)
         tmp = None
         try:
@@ -209,3 +240,9 @@ class FileStateStore(StateStore):
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+
+def _shape(state: SavedState) -> tuple[dict[str, str], frozenset[str]]:
+    """What a resident process writes at once when it changes: each worker's verdict state
+    (so every transition, the appearance and disappearance of workers) and the hung steps."""
+    return {key: m.state for key, m in state.workers.items()}, frozenset(state.probes.hung)

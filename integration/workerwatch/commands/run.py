@@ -8,9 +8,12 @@ line arrives within ``timeout`` the agent kills the process and starts it again 
 ``interval``.
 
 Why resident: the interpreter, pydantic and the config are loaded once instead of every
-cycle, and the state stays in memory, so a cycle costs only the /proc reads. The state
-file is still written after every cycle (the store holds its flock for the life of the
-process), so a restart keeps "silent since" and the deltas.
+cycle, the state stays in memory, and the host-phase child is kept across cycles with the
+/proc files it reads held open (``host.child.Resident``), so a cycle costs little more
+than the /proc reads. The state file (whose flock the store holds for the life of the
+process) is written when a worker's verdict state changes, a worker appears or goes, at
+least every ``state.RESIDENT_WRITE_EVERY`` seconds and on exit, so a restart keeps
+"silent since" and the deltas; a crash loses at most that much of the counters' history.
 
 Heartbeats are written only from this loop, never from a thread: a collection that hangs
 must stop the ``{}`` lines so the agent's timeout kills and restarts us. A side-thread
@@ -146,7 +149,7 @@ def main(argv: Sequence[str]) -> int:
 
     from workerwatch.collector import Collector
     from workerwatch.output.v4 import Sections, to_line
-    from workerwatch.state import FileStateStore
+    from workerwatch.state import RESIDENT_WRITE_EVERY, FileStateStore
 
     sections = Sections.from_flags(ns.metrics, ns.inventory, ns.events)
     collector = Collector(config, resident=True)
@@ -157,7 +160,7 @@ def main(argv: Sequence[str]) -> int:
     failures_in_a_row = [0]
     stats = CycleStats()
 
-    with FileStateStore(config.state_dir) as store:
+    with FileStateStore(config.state_dir, write_every=RESIDENT_WRITE_EVERY) as store:
         if not store.writable:
             log.warn("state is kept in memory only this time: a restart loses 'silent since'")
 
