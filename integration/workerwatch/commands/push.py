@@ -170,7 +170,8 @@ def main(argv: Sequence[str]) -> int:
                 if report.pending:
                     log.warn(f"push: {report.pending} batches waiting for the endpoint")
 
-            stats = run_loop(stopper, interval, cycle, heartbeat=None, fatal=(AuthRefused,))
+            stats = run_loop(stopper, interval, cycle, heartbeat=None, fatal=(AuthRefused,),
+                             kept_child=lambda: collector.host_child)  # fmt: skip
         log.info(f"push: stopped after {stats.summary()}")
         return 0
     except AuthRefused as exc:

@@ -199,7 +199,8 @@ def main(argv: Sequence[str]) -> int:
             write_line(to_line(result, config, sections))
 
         try:
-            run_loop(stopper, interval, cycle, beat, ns.cycles, stats, fatal=(TooManyHung,))
+            run_loop(stopper, interval, cycle, beat, ns.cycles, stats, fatal=(TooManyHung,),
+                     kept_child=lambda: collector.host_child)  # fmt: skip
         except TooManyHung as exc:
             log.error(str(exc))
             return 1
