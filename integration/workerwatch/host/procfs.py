@@ -127,7 +127,11 @@ def _read_held(path: str, limit: int) -> bytes:
     fd = _held.get(path)
     if fd is not None:
         try:
-            data = _read(fd, limit, path, at=0)
+            # Nearly every file fits in one read of at most 64 KiB: that read, on its own.
+            want = min(limit, 65536)
+            data = os.pread(fd, want, 0)
+            if len(data) == want and limit > want:
+                data = _read(fd, limit, path, at=0)
         except (ProcGone, OSError):
             # Its process is gone (or the file can no longer be read): open it afresh, so
             # a new process with the same pid, or the error, is what a one-shot run sees.
