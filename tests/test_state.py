@@ -228,23 +228,55 @@ def test_a_resident_store_writes_on_a_verdict_change_every_interval_and_on_exit(
     def on_disk() -> dict:
         return json.loads(path.read_text())["workers"]
 
-    first = SavedState(workers={"1:2.00": _memory()})
+    def run(state: SavedState, at: float, **workers: WorkerMemory) -> None:
+        """One run as the collector saves it: new records on the same state object."""
+        state.workers = {
+            key: replace(m, last_seen=at, last_progress=m.last_progress or at)
+            for key, m in workers.items()
+        }
+        store.save(state)
+
+    state = SavedState()
+    w, v = _memory(), _memory("v")
     with FileStateStore(str(tmp_path), write_every=0.5) as store:
-        store.save(first)  # the first save is written
-        assert on_disk()["1:2.00"]["last_seen"] == first.workers["1:2.00"].last_seen
-        later = SavedState(workers={"1:2.00": replace(_memory(), last_seen=NOW)})
-        store.save(later)  # only counters moved: kept in memory
-        assert on_disk()["1:2.00"]["last_seen"] == NOW - 5
-        stalled = SavedState(workers={"1:2.00": replace(_memory(), state="stalled")})
-        store.save(stalled)  # a verdict changed: written at once
-        assert on_disk()["1:2.00"]["state"] == "stalled"
-        store.save(SavedState(workers={**stalled.workers, "3:4.00": _memory("v")}))
-        assert set(on_disk()) == {"1:2.00", "3:4.00"}  # a new worker: written at once
-        store.save(SavedState(workers={"3:4.00": _memory("v")}))
-        assert set(on_disk()) == {"3:4.00"}  # one gone from the state: written at once
+        run(state, NOW, a=w)  # the first save is written
+        assert on_disk()["a"]["last_seen"] == NOW
+        run(state, NOW + 1, a=replace(w, last_progress=NOW + 1))
+        run(state, NOW + 2, a=replace(w, last_progress=NOW + 2))
+        # It keeps progressing: only counters moved, kept in memory.
+        assert on_disk()["a"]["last_seen"] == NOW
+        run(state, NOW + 3, a=replace(w, last_progress=NOW + 2))
+        # It stopped progressing: written at once, so a restart knows since when.
+        assert on_disk()["a"]["last_progress"] == NOW + 2
+        assert on_disk()["a"]["last_seen"] == NOW + 3
+        run(state, NOW + 4, a=replace(w, last_progress=NOW + 2))
+        assert on_disk()["a"]["last_seen"] == NOW + 3  # still not progressing: kept
+        run(state, NOW + 5, a=replace(w, last_progress=NOW + 2, state="stalled"))
+        assert on_disk()["a"]["state"] == "stalled"  # a verdict changed: written at once
+        stalled = replace(w, last_progress=NOW + 2, state="stalled")
+        run(state, NOW + 6, a=stalled, b=v)
+        assert set(on_disk()) == {"a", "b"}  # a new worker: written at once
+        run(state, NOW + 7, b=v)
+        assert set(on_disk()) == {"b"}  # one gone from the state: written at once
+        run(state, NOW + 8, b=v)
+        assert on_disk()["b"]["last_seen"] == NOW + 7
         time.sleep(0.6)
-        store.save(SavedState(workers={"3:4.00": replace(_memory("v"), last_seen=NOW)}))
-        assert on_disk()["3:4.00"]["last_seen"] == NOW  # write_every passed
-        store.save(SavedState(workers={"3:4.00": replace(_memory("v"), last_seen=NOW + 1)}))
-        assert on_disk()["3:4.00"]["last_seen"] == NOW
-    assert on_disk()["3:4.00"]["last_seen"] == NOW + 1  # written on exit
+        run(state, NOW + 9, b=v)
+        assert on_disk()["b"]["last_seen"] == NOW + 9  # write_every passed
+        run(state, NOW + 10, b=v)
+        assert on_disk()["b"]["last_seen"] == NOW + 9
+    assert on_disk()["b"]["last_seen"] == NOW + 10  # written on exit
+
+
+def test_a_resident_store_writes_a_change_at_most_every_write_gap(tmp_path):
+    path = tmp_path / "state.json"
+    state = SavedState(workers={"a": _memory()})
+    with FileStateStore(str(tmp_path), write_every=60, write_gap=0.5) as store:
+        store.save(state)
+        state.workers = {"a": replace(_memory(), state="stalled")}
+        store.save(state)  # changed, but within write_gap of the last write
+        assert json.loads(path.read_text())["workers"]["a"]["state"] == "unknown"
+        time.sleep(0.6)
+        state.workers = {"a": replace(_memory(), state="stalled", last_seen=NOW)}
+        store.save(state)  # still differs from what was written: written now
+        assert json.loads(path.read_text())["workers"]["a"]["state"] == "stalled"

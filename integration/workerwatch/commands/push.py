@@ -126,7 +126,7 @@ def main(argv: Sequence[str]) -> int:
     from workerwatch.collector import Collector
     from workerwatch.commands.loop import Stopper, run_loop
     from workerwatch.output.v4 import all_metrics
-    from workerwatch.state import RESIDENT_WRITE_EVERY, FileStateStore
+    from workerwatch.state import RESIDENT_WRITE_EVERY, RESIDENT_WRITE_GAP, FileStateStore
 
     collector = Collector(config, resident=not ns.once)
     attrs = host_attributes(labels)
@@ -158,7 +158,9 @@ def main(argv: Sequence[str]) -> int:
             return 0 if report.dropped == 0 and not sender.errors else 1
 
         stopper.install()
-        with FileStateStore(config.state_dir, write_every=RESIDENT_WRITE_EVERY) as store:
+        with FileStateStore(
+            config.state_dir, write_every=RESIDENT_WRITE_EVERY, write_gap=RESIDENT_WRITE_GAP
+        ) as store:
 
             def cycle(_n: int) -> None:
                 stopper.interruptible = True

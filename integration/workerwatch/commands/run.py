@@ -149,7 +149,7 @@ def main(argv: Sequence[str]) -> int:
 
     from workerwatch.collector import Collector
     from workerwatch.output.v4 import Sections, to_line
-    from workerwatch.state import RESIDENT_WRITE_EVERY, FileStateStore
+    from workerwatch.state import RESIDENT_WRITE_EVERY, RESIDENT_WRITE_GAP, FileStateStore
 
     sections = Sections.from_flags(ns.metrics, ns.inventory, ns.events)
     collector = Collector(config, resident=True)
@@ -160,7 +160,9 @@ def main(argv: Sequence[str]) -> int:
     failures_in_a_row = [0]
     stats = CycleStats()
 
-    with FileStateStore(config.state_dir, write_every=RESIDENT_WRITE_EVERY) as store:
+    with FileStateStore(
+        config.state_dir, write_every=RESIDENT_WRITE_EVERY, write_gap=RESIDENT_WRITE_GAP
+    ) as store:
         if not store.writable:
             log.warn("state is kept in memory only this time: a restart loses 'silent since'")
 
