@@ -10,6 +10,7 @@ deadline. Judging (``judge.fleet``) happens here, in the parent.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -123,6 +124,11 @@ class Collector:
         self.config = config
         self.clock = clock
         self.resident = child.Resident() if resident else None
+        if resident:
+            # What a resident process has built by now (modules, the config, pydantic's
+            # models) lives as long as it does: frozen, the cyclic collector stops walking
+            # it at every full collection, which cost ~2 ms a cycle at 200 workers.
+            gc.freeze()
 
     @property
     def host_child(self) -> int | None:
