@@ -133,6 +133,36 @@ def test_a_held_file_of_an_exited_process_is_never_read_as_alive(holding):
     assert procfs.held() == 0
 
 
+def test_held_files_follow_an_exec_and_memory_bound_files_are_not_held(holding):
+    """cmdline and stat look the process up at each read; environ binds the memory of the
+    program that was running at open, so it is never held."""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; sys.stdin.readline(); os.execv('/bin/sleep', ['sleep', '60'])",
+        ],
+        stdin=subprocess.PIPE,
+        env={**os.environ, "WWTEST_MARK": "before-exec"},
+    )
+    try:
+        base = f"/proc/{proc.pid}"
+        wait_for(lambda: b"execv" in procfs.read_bytes(f"{base}/cmdline"))
+        assert b"WWTEST_MARK=before-exec" in procfs.read_bytes(f"{base}/environ")
+        assert "(python" in procfs.read_text(f"{base}/stat")
+        held = procfs.held()
+        assert proc.stdin is not None
+        proc.stdin.write(b"go\n")
+        proc.stdin.flush()
+        wait_for(lambda: Path(f"{base}/cmdline").read_bytes() == b"sleep\x0060\x00")
+        assert procfs.read_bytes(f"{base}/cmdline") == b"sleep\x0060\x00"
+        assert "(sleep)" in procfs.read_text(f"{base}/stat")
+        assert procfs.read_bytes(f"{base}/environ") == Path(f"{base}/environ").read_bytes()
+        assert procfs.held() == held, "environ was held"
+    finally:
+        _exited(proc)
+
+
 def _reuse_pid(pid: int) -> subprocess.Popen | None:
     """A new process that gets ``pid`` (through ns_last_pid, which needs CAP_SYS_ADMIN or
     CAP_CHECKPOINT_RESTORE); None when this host does not let us choose."""

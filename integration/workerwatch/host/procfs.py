@@ -19,7 +19,7 @@ class ProcGone(Exception):
 
 
 def read_bytes(path: str, limit: int = DEFAULT_LIMIT) -> bytes:
-    if _held is not None and path.startswith("/proc/") and path[6:7].isdigit():
+    if _held is not None and path.startswith("/proc/") and _holdable(path):
         return _read_held(path, limit)
     fd = _open(path)
     try:
@@ -71,6 +71,23 @@ _held_cap = 0
 # seq_read_iter allocates m->buf on the first read, seq_release frees it).
 MAX_HELD = 16384
 HELD_RESERVE = 256  # fds left for everything else the child opens
+
+
+# The /proc/PID files that look their process up again at every read, so a held one reads
+# what a fresh open would (also after an exec). Not environ, mem or auxv: those bind the
+# process's memory at open (fs/proc/base.c __mem_open), and a held one reads the memory of
+# the program before an exec (an empty environ, checked).
+_HOLDABLE = frozenset(
+    {"cmdline", "stat", "status", "io", "syscall", "wchan", "cgroup", "comm", "children"}
+)
+
+
+def _holdable(path: str) -> bool:
+    """``/proc/PID/NAME``, ``/proc/PID/task/TID/NAME`` of ``_HOLDABLE``, or an fdinfo."""
+    if not path[6:7].isdigit():
+        return False
+    head, _, name = path.rpartition("/")
+    return name in _HOLDABLE or head.endswith("/fdinfo")
 
 
 def hold(limit: int = MAX_HELD) -> None:
