@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +31,8 @@ from workerwatch.state import StateStore
 from tests.fleet import wait_for
 from tests.v4 import write_config
 
+F_SETPIPE_SZ = 1031  # linux/fcntl.h (fcntl.F_SETPIPE_SZ from Python 3.10)
+
 
 def _config(tmp_path: Path, tag: str, **extra: object):
     path = write_config(
@@ -44,7 +48,7 @@ def _config(tmp_path: Path, tag: str, **extra: object):
                     **extra,
                 }
             ],
-            **({"deadline": "2s"} if extra.get("heartbeats") else {}),
+            "deadline": "2s",
         },
     )
     return load(str(path))
@@ -69,6 +73,14 @@ def holding():
             os.close(fd)
     procfs._held = before
     procfs._read_now.clear()
+
+
+def _dead(pid: int) -> bool:
+    """Exited: gone, or a zombie its parent reaps later."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "ZX"
+    except OSError:
+        return True
 
 
 def _exited(proc: subprocess.Popen) -> None:
@@ -257,6 +269,38 @@ def _held_by(child: int) -> tuple[dict[int, int], int]:
         else:
             others += 1
     return held, others
+
+
+@pytest.mark.parametrize("request_fits", [True, False])
+def test_a_kept_child_that_stops_answering_is_left_behind_and_replaced(
+    tmp_path, tag, fleet, request_fits
+):
+    """A kept child stopped between cycles (SIGSTOP stands for any hang) misses the next
+    deadline: it is killed and left behind like a hung one-shot child, and the cycle after
+    forks a fresh one. ``request_fits`` False: the request is longer than the pipe holds,
+    so writing it must give up at the deadline too."""
+    workers = [fleet.start("sleeper") for _ in range(20)]
+    wait_for(lambda: all(procfs.start_ticks(w.pid) for w in workers))
+    config = _config(tmp_path, tag)
+    store = StateStore()
+    with Collector(config, resident=True) as collector:
+        assert len(collector.collect(store).workers) == 20
+        stuck = collector.host_child
+        assert stuck is not None
+        if not request_fits:  # 20 remembered workers are about 6 KB
+            assert collector.resident is not None
+            fcntl.fcntl(collector.resident._requests, F_SETPIPE_SZ, 4096)
+        os.kill(stuck, signal.SIGSTOP)
+        started = time.monotonic()
+        result = collector.collect(store)
+        assert time.monotonic() - started < 4, "the cycle waited past its deadline"
+        assert result.errors["deadline"] == 1
+        assert collector.host_child is None
+        wait_for(lambda: _dead(stuck), what="the stopped child killed")
+        result = collector.collect(store)
+        assert "deadline" not in result.errors
+        assert {v.pid for v in result.workers} == {w.pid for w in workers}
+        assert collector.host_child not in (None, stuck)
 
 
 @pytest.mark.slow  # a FUSE mount that never answers

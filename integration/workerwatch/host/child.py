@@ -188,9 +188,13 @@ class HostSnapshot:
         return max(0, len(self.workers) - len(self.observed) - len(self.skipped))
 
 
-def _send(fd: int, message: tuple) -> None:
+def _frame(message: tuple) -> bytes:
     data = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
-    view = memoryview(_LENGTH.pack(len(data)) + data)
+    return _LENGTH.pack(len(data)) + data
+
+
+def _send(fd: int, message: tuple) -> None:
+    view = memoryview(_frame(message))
     while view:
         view = view[os.write(fd, view) :]
 
@@ -374,24 +378,25 @@ class Resident:
     def phase(
         self, config: Config, request: tuple, deadline: float, before_wait: Any
     ) -> HostSnapshot:
-        sent = False
-        if self.pid is not None:
-            sent = self._ask(request)
-            if not sent:  # it died since the last cycle: a fresh one
-                self._end(HostSnapshot(crash="host probe process ended between cycles"))
-        if not sent:
+        problem = self._ask(request, deadline) if self.pid is not None else "none"
+        if problem == "gone":  # it died since the last cycle: a fresh one
+            self._end(HostSnapshot(crash="host probe process ended between cycles"))
+        if problem in ("gone", "none"):
             try:
                 self._start(config)
             except OSError as exc:
                 if before_wait is not None:
                     before_wait()
                 return HostSnapshot(crash=f"cannot fork the host probes: {exc.strerror or exc}")
-            sent = self._ask(request)
+            problem = self._ask(request, deadline)
         if before_wait is not None:
             before_wait()
         snapshot = HostSnapshot(child=self.pid)
-        if not sent:
-            snapshot.crash = "host probe process ended before its first request"
+        if problem is not None:
+            # "gone": it ended at once; "late": it took no request by the deadline, and is
+            # left behind like a child that hangs in discovery.
+            if problem == "gone":
+                snapshot.crash = "host probe process ended before its first request"
             self._end(snapshot)
             return snapshot
         try:
@@ -415,15 +420,25 @@ class Resident:
             raise
         os.close(requests)
         os.close(replies)
+        os.set_blocking(child_requests, False)  # written within the deadline (``_ask``)
         self._requests, self._replies = child_requests, child_replies
 
-    def _ask(self, request: tuple) -> bool:
-        """Send one request; False when the child is gone (its end of the pipe closed)."""
-        try:
-            _send(self._requests, request)
-        except OSError:  # EPIPE: not a BrokenPipeError for our caller (stdout is fine)
-            return False
-        return True
+    def _ask(self, request: tuple, deadline: float) -> str | None:
+        """Send one request by ``deadline``: None once sent, "gone" when the child's end of
+        the pipe is closed, "late" when the deadline came first (a request longer than the
+        pipe holds waits for the child to read it)."""
+        view = memoryview(_frame(request))
+        while view:
+            try:
+                view = view[os.write(self._requests, view) :]
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return "late"
+                select.select([], [self._requests], [], remaining)
+            except OSError:  # EPIPE: not a BrokenPipeError for our caller (stdout is fine)
+                return "gone"
+        return None
 
     def _end(self, snapshot: HostSnapshot) -> None:
         """Close the pipes and settle the child (waited for, or killed and left behind)."""
