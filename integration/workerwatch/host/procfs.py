@@ -19,7 +19,7 @@ class ProcGone(Exception):
 
 
 def read_bytes(path: str, limit: int = DEFAULT_LIMIT) -> bytes:
-    if _held is not None and path.startswith("/proc/") and _holdable(path):
+    if _held is not None and (path in _held or (path.startswith("/proc/") and _holdable(path))):
         return _read_held(path, limit)
     fd = _open(path)
     try:
