@@ -25,6 +25,21 @@ def silent_server():
     server.close()
 
 
+@pytest.fixture
+def hung_fs(tmp_path):
+    """A mount point whose file system never answers (tests/hungfs.py), like a dead NFS."""
+    from tests.hungfs import HungFS
+
+    mountpoint = tmp_path / "nfs"
+    mountpoint.mkdir()
+    try:
+        fs = HungFS(str(mountpoint))
+    except OSError as exc:
+        pytest.skip(f"cannot mount a FUSE file system here: {exc}")
+    yield mountpoint
+    fs.close()
+
+
 def pytest_sessionfinish(session, exitstatus):
     """On a whole-suite run: every catalogued metric was emitted by some real run."""
     from pathlib import Path

@@ -126,7 +126,7 @@ def test_payloads_at_the_interval_heartbeats_between_and_sigterm_exit(tmp_path, 
     assert "[ERR]" not in stderr
 
 
-def test_state_file_is_written_every_cycle_and_survives_a_restart(tmp_path, tag, fleet):
+def test_state_file_is_written_and_survives_a_restart(tmp_path, tag, fleet):
     sleeper = fleet.start("sleeper")
     config = _config(tmp_path, tag)
     proc = start_run(config, "--interval", f"{INTERVAL}s")

@@ -57,20 +57,6 @@ def group(tag: str, **extra) -> dict:
     }
 
 
-@pytest.fixture
-def hung_fs(tmp_path):
-    from tests.hungfs import HungFS
-
-    mountpoint = tmp_path / "nfs"
-    mountpoint.mkdir()
-    try:
-        fs = HungFS(str(mountpoint))
-    except OSError as exc:
-        pytest.skip(f"cannot mount a FUSE file system here: {exc}")
-    yield mountpoint
-    fs.close()
-
-
 def _stuck_probe_children(config: Path) -> list[int]:
     """Our probe children left in the kernel by runs with this config."""
     found = []

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -233,3 +234,63 @@ def test_the_file_leaves_out_fields_that_are_none_by_default(tmp_path):
     assert None not in written.values()
     with FileStateStore(str(tmp_path)) as store:
         assert store.load(NOW).workers == {"1:2": memory} and store.problems == []
+
+
+def test_a_resident_store_writes_on_a_verdict_change_every_interval_and_on_exit(tmp_path):
+    path = tmp_path / "state.json"
+
+    def on_disk() -> dict:
+        return json.loads(path.read_text())["workers"]
+
+    def run(state: SavedState, at: float, **workers: WorkerMemory) -> None:
+        """One run as the collector saves it: new records on the same state object."""
+        state.workers = {
+            key: replace(m, last_seen=at, last_progress=m.last_progress or at)
+            for key, m in workers.items()
+        }
+        store.save(state)
+
+    state = SavedState()
+    w, v = _memory(), _memory("v")
+    with FileStateStore(str(tmp_path), write_every=0.5) as store:
+        run(state, NOW, a=w)  # the first save is written
+        assert on_disk()["a"]["last_seen"] == NOW
+        run(state, NOW + 1, a=replace(w, last_progress=NOW + 1))
+        run(state, NOW + 2, a=replace(w, last_progress=NOW + 2))
+        # It keeps progressing: only counters moved, kept in memory.
+        assert on_disk()["a"]["last_seen"] == NOW
+        run(state, NOW + 3, a=replace(w, last_progress=NOW + 2))
+        # It stopped progressing: written at once, so a restart knows since when.
+        assert on_disk()["a"]["last_progress"] == NOW + 2
+        assert on_disk()["a"]["last_seen"] == NOW + 3
+        run(state, NOW + 4, a=replace(w, last_progress=NOW + 2))
+        assert on_disk()["a"]["last_seen"] == NOW + 3  # still not progressing: kept
+        run(state, NOW + 5, a=replace(w, last_progress=NOW + 2, state="stalled"))
+        assert on_disk()["a"]["state"] == "stalled"  # a verdict changed: written at once
+        stalled = replace(w, last_progress=NOW + 2, state="stalled")
+        run(state, NOW + 6, a=stalled, b=v)
+        assert set(on_disk()) == {"a", "b"}  # a new worker: written at once
+        run(state, NOW + 7, b=v)
+        assert set(on_disk()) == {"b"}  # one gone from the state: written at once
+        run(state, NOW + 8, b=v)
+        assert on_disk()["b"]["last_seen"] == NOW + 7
+        time.sleep(0.6)
+        run(state, NOW + 9, b=v)
+        assert on_disk()["b"]["last_seen"] == NOW + 9  # write_every passed
+        run(state, NOW + 10, b=v)
+        assert on_disk()["b"]["last_seen"] == NOW + 9
+    assert on_disk()["b"]["last_seen"] == NOW + 10  # written on exit
+
+
+def test_a_resident_store_writes_a_change_at_most_every_write_gap(tmp_path):
+    path = tmp_path / "state.json"
+    state = SavedState(workers={"a": _memory()})
+    with FileStateStore(str(tmp_path), write_every=60, write_gap=0.5) as store:
+        store.save(state)
+        state.workers = {"a": replace(_memory(), state="stalled")}
+        store.save(state)  # changed, but within write_gap of the last write
+        assert json.loads(path.read_text())["workers"]["a"]["state"] == "unknown"
+        time.sleep(0.6)
+        state.workers = {"a": replace(_memory(), state="stalled", last_seen=NOW)}
+        store.save(state)  # still differs from what was written: written now
+        assert json.loads(path.read_text())["workers"]["a"]["state"] == "stalled"

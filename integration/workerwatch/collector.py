@@ -10,6 +10,7 @@ deadline. Judging (``judge.fleet``) happens here, in the parent.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import time
 from collections import Counter
 from dataclasses import field
@@ -118,9 +119,34 @@ def without_history(verdict: WorkerVerdict, why: str) -> WorkerVerdict:
 
 
 class Collector:
-    def __init__(self, config: Config, clock: Any = time.time) -> None:
+    """Runs collections. ``resident``: for a process that collects again and again (``run``,
+    ``push``, ``status --watch``), whose host-phase child is kept across cycles
+    (``host.child.Resident``); ``close`` ends it."""
+
+    def __init__(self, config: Config, clock: Any = time.time, resident: bool = False) -> None:
         self.config = config
         self.clock = clock
+        self.resident = child.Resident() if resident else None
+        if resident:
+            # What a resident process has built by now (modules, the config, pydantic's
+            # models) lives as long as it does: frozen, the cyclic collector stops walking
+            # it at every full collection, which cost ~2 ms a cycle at 200 workers.
+            gc.freeze()
+
+    @property
+    def host_child(self) -> int | None:
+        """The kept host-phase child's pid, while there is one."""
+        return self.resident.pid if self.resident is not None else None
+
+    def close(self) -> None:
+        if self.resident is not None:
+            self.resident.close()
+
+    def __enter__(self) -> Collector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def collect(self, store: StateStore, now: float | None = None) -> RunResult:
         started = time.monotonic()
@@ -158,7 +184,7 @@ class Collector:
         # copies locks in whatever state other threads left them.
         host = child.run(self.config, memories, now, deadline, before_wait=(
             backlog_thread.start if backlog_thread else None
-        ), skip=frozenset(hung))  # fmt: skip
+        ), skip=frozenset(hung), resident=self.resident)  # fmt: skip
         errors.update(host.errors)
         if host.crash:
             errors["host"] += 1

@@ -19,12 +19,27 @@ import time
 from typing import Any
 
 from workerwatch import log
-from workerwatch.judge.memory import FORMAT_VERSION, MIGRATES, SavedState, from_json, to_json
+from workerwatch.judge.memory import (
+    FORMAT_VERSION,
+    MIGRATES,
+    SavedState,
+    WorkerMemory,
+    from_json,
+    to_json,
+)
 
 STATE_FILE = "state.json"
 LOCK_FILE = "state.lock"
 MAX_STATE_BYTES = 64 * 1024 * 1024
 LOCK_WAIT = 5.0
+# A resident process writes its state file when a worker's verdict or one of its clocks
+# changes course (``_shape``), but at most every RESIDENT_WRITE_GAP seconds (less than one
+# interval at the agent's 15 s minimum, so it only binds at test intervals), at least
+# every RESIDENT_WRITE_EVERY seconds, and on exit. A crash (SIGKILL, OOM) loses at most
+# RESIDENT_WRITE_GAP seconds of those changes and RESIDENT_WRITE_EVERY seconds of the
+# counters; docs/operating.md says what that costs.
+RESIDENT_WRITE_EVERY = 60.0
+RESIDENT_WRITE_GAP = 5.0
 
 
 MAX_REPORTED = 3  # dropped entries named in the one warning
@@ -104,7 +119,17 @@ class StateStore:
 class FileStateStore(StateStore):
     """State in ``<state_dir>/state.json``, held under an exclusive lock while in use."""
 
-    def __init__(self, state_dir: str, lock_wait: float = LOCK_WAIT) -> None:
+    def __init__(
+        self,
+        state_dir: str,
+        lock_wait: float = LOCK_WAIT,
+        write_every: float | None = None,
+        write_gap: float = 0.0,
+    ) -> None:
+        """``write_every``: for a resident process, which keeps the state in memory and
+        writes the file when what ``_shape`` describes changed (but not within
+        ``write_gap`` seconds of the last write), at least every ``write_every`` seconds,
+        and on exit (None: at every save, as a one-shot run needs)."""
         super().__init__()
         self.state_dir = state_dir
         self.path = os.path.join(state_dir, STATE_FILE)
@@ -112,6 +137,12 @@ class FileStateStore(StateStore):
         self.lock_wait = lock_wait
         self._lock_fd: int | None = None
         self.writable = True
+        self.write_every = write_every
+        self.write_gap = write_gap
+        self._written: tuple[float, Any] | None = None  # (monotonic time, _shape) at last write
+        self._pending: SavedState | None = None  # saved in memory, not yet in the file
+        self._before: dict[str, WorkerMemory] | None = None  # the workers of the last save
+        self._shape: Any = None  # the shape of the state being written
 
     def __enter__(self) -> FileStateStore:
         try:
@@ -148,6 +179,8 @@ class FileStateStore(StateStore):
         return self
 
     def __exit__(self, *exc: object) -> None:
+        if self._pending is not None and self._lock_fd is not None:
+            self._write(self._pending)
         if self._lock_fd is not None:
             with contextlib.suppress(OSError):
                 os.close(self._lock_fd)  # closing releases the flock
@@ -185,6 +218,27 @@ class FileStateStore(StateStore):
         self.state = state
         if not self.writable:
             return
+        if self.write_every is not None:
+            shape, self._shape = _shape(state, self._before), None
+            # A copy: the collector sets the next run's workers on this same object.
+            self._before = dict(state.workers)
+            last = self._written
+            if last is not None:
+                elapsed = time.monotonic() - last[0]
+                if elapsed < self.write_gap or (elapsed < self.write_every and last[1] == shape):
+                    self._pending = state
+                    return
+            self._shape = shape
+        self._write(state)
+
+    def reset(self) -> None:
+        super().reset()
+        self._written = self._before = None  # the next save writes
+
+    def _write(self, state: SavedState) -> None:
+        self._pending = None
+        if self._shape is not None:
+            self._written = (time.monotonic(), self._shape)
         data = to_json(state)
         tmp = None
         try:
@@ -209,3 +263,26 @@ class FileStateStore(StateStore):
             if tmp is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp)
+
+
+# The clocks a restart must not lose the stopping of: when a worker last made progress,
+# last wrote its log, its heartbeat last advanced, its work horse last moved.
+_CLOCKS = ("last_progress", "last_log_activity", "hb_seen", "horse_progress")
+
+
+def _shape(state: SavedState, before: dict[str, WorkerMemory] | None) -> Any:
+    """What a resident process writes at once when it changes, against the workers saved
+    the run ``before``: each worker's verdict state and recovery count (so every transition,
+    and workers that appear or go), which of its clocks moved in this run (so the run in
+    which one stops moving is written, and a restart still knows since when it stopped),
+    and the hung probe steps."""
+    old = before or {}
+    shape = {}
+    for key, m in state.workers.items():
+        p = old.get(key)
+        moved = tuple(
+            getattr(m, c) is not None and (p is None or getattr(m, c) != getattr(p, c))
+            for c in _CLOCKS
+        )
+        shape[key] = (m.state, m.wake_runs, moved)
+    return shape, frozenset(state.probes.hung)

@@ -17,9 +17,22 @@ from workerwatch.records import record
 
 
 def cpu_seconds() -> float:
-    """CPU of this process and of its reaped children (the forked host-probe phase)."""
+    """CPU of this process and of its reaped children (a one-shot host-probe child)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
+
+
+def child_cpu_seconds(pid: int | None) -> float:
+    """CPU so far of a child not reaped yet (the kept host-phase child), 0 when unknown."""
+    if pid is None:
+        return 0.0
+    from workerwatch.host.procfs import STIME, UTIME, ProcGone, clock_ticks, stat
+
+    try:
+        fields = stat(f"/proc/{pid}/stat")
+        return (int(fields[UTIME]) + int(fields[STIME])) / clock_ticks()
+    except (ProcGone, OSError, ValueError, IndexError):
+        return 0.0
 
 
 class Stopped(Exception):
@@ -75,7 +88,7 @@ class Stopper:
 class CycleStats:
     """Per-cycle cost, reported on exit (and per cycle with -verbose).
 
-    CPU counts the process and its reaped children, so the forked host-probe phase is in.
+    CPU counts the process, its reaped children and the kept host-phase child (``run_loop``).
     """
 
     cycles: int = 0
@@ -117,12 +130,14 @@ def run_loop(
     max_cycles: int = 0,
     stats: CycleStats | None = None,
     fatal: tuple[type[BaseException], ...] = (),
+    kept_child: Callable[[], int | None] | None = None,
 ) -> CycleStats:
     """Call ``cycle(n)`` every ``interval`` (start to start) and heartbeat in between.
 
     A cycle that raises (other than ``Stopped``) is logged as one [ERR] line and counted;
     the loop goes on, except for a broken stdout and the ``fatal`` exception types, which
-    propagate. Returns when stopped or after ``max_cycles`` cycles.
+    propagate. Returns when stopped or after ``max_cycles`` cycles. ``kept_child`` gives
+    the pid of the host-phase child kept across cycles, whose CPU counts in the cycle's.
     """
     stats = stats or CycleStats()
     next_cycle = last_line = time.monotonic()
@@ -131,6 +146,8 @@ def run_loop(
         if now >= next_cycle:
             stats.cycles += 1
             cpu0, wall0 = cpu_seconds(), now
+            child0 = kept_child() if kept_child is not None else None
+            child_cpu0 = child_cpu_seconds(child0)
             try:
                 cycle(stats.cycles)
             except Stopped:
@@ -141,6 +158,10 @@ def run_loop(
                 stats.failed += 1
                 log.error(f"cycle {stats.cycles} failed: {type(exc).__name__}: {exc}")
             cpu, wall = cpu_seconds() - cpu0, time.monotonic() - wall0
+            child1 = kept_child() if kept_child is not None else None
+            # A child forked this cycle counts whole. (One abandoned at a deadline counts
+            # again when it is reaped, in a later cycle: rare, and only in these figures.)
+            cpu += child_cpu_seconds(child1) - (child_cpu0 if child1 == child0 else 0.0)
             stats.record(cpu, wall)
             log.debug(f"cycle {stats.cycles}: cpu {cpu * 1000:.1f} ms, wall {wall * 1000:.1f} ms")
             if max_cycles and stats.cycles >= max_cycles:

@@ -126,9 +126,9 @@ def main(argv: Sequence[str]) -> int:
     from workerwatch.collector import Collector
     from workerwatch.commands.loop import Stopper, run_loop
     from workerwatch.output.v4 import all_metrics
-    from workerwatch.state import FileStateStore
+    from workerwatch.state import RESIDENT_WRITE_EVERY, RESIDENT_WRITE_GAP, FileStateStore
 
-    collector = Collector(config)
+    collector = Collector(config, resident=not ns.once)
     attrs = host_attributes(labels)
     stopper = Stopper()
     sender = Sender(
@@ -158,7 +158,9 @@ def main(argv: Sequence[str]) -> int:
             return 0 if report.dropped == 0 and not sender.errors else 1
 
         stopper.install()
-        with FileStateStore(config.state_dir) as store:
+        with FileStateStore(
+            config.state_dir, write_every=RESIDENT_WRITE_EVERY, write_gap=RESIDENT_WRITE_GAP
+        ) as store:
 
             def cycle(_n: int) -> None:
                 stopper.interruptible = True
@@ -170,7 +172,8 @@ def main(argv: Sequence[str]) -> int:
                 if report.pending:
                     log.warn(f"push: {report.pending} batches waiting for the endpoint")
 
-            stats = run_loop(stopper, interval, cycle, heartbeat=None, fatal=(AuthRefused,))
+            stats = run_loop(stopper, interval, cycle, heartbeat=None, fatal=(AuthRefused,),
+                             kept_child=lambda: collector.host_child)  # fmt: skip
         log.info(f"push: stopped after {stats.summary()}")
         return 0
     except AuthRefused as exc:
@@ -178,3 +181,4 @@ def main(argv: Sequence[str]) -> int:
         return 1
     finally:
         stopper.close()
+        collector.close()

@@ -8,9 +8,12 @@ line arrives within ``timeout`` the agent kills the process and starts it again 
 ``interval``.
 
 Why resident: the interpreter, pydantic and the config are loaded once instead of every
-cycle, and the state stays in memory, so a cycle costs only the /proc reads. The state
-file is still written after every cycle (the store holds its flock for the life of the
-process), so a restart keeps "silent since" and the deltas.
+cycle, the state stays in memory, and the host-phase child is kept across cycles with the
+/proc files it reads held open (``host.child.Resident``), so a cycle costs little more
+than the /proc reads. The state file (whose flock the store holds for the life of the
+process) is written when a worker's verdict state changes, a worker appears or goes, at
+least every ``state.RESIDENT_WRITE_EVERY`` seconds and on exit, so a restart keeps
+"silent since" and the deltas; a crash loses at most that much of the counters' history.
 
 Heartbeats are written only from this loop, never from a thread: a collection that hangs
 must stop the ``{}`` lines so the agent's timeout kills and restarts us. A side-thread
@@ -55,8 +58,9 @@ class TooManyHung(Exception):
     """Too many abandoned probe children or threads are still alive: restart, not pile up."""
 
 
-def hung_probes() -> int:
-    """Live abandoned probe threads plus live (non-zombie) child processes of ours."""
+def hung_probes(kept: int | None = None) -> int:
+    """Live abandoned probe threads plus live (non-zombie) child processes of ours, but
+    ``kept``, the host-phase child kept between cycles (it finished its last phase)."""
     threads = sum(
         1 for t in threading.enumerate() if t.name.startswith("workerwatch-") and t.is_alive()
     )
@@ -67,6 +71,8 @@ def hung_probes() -> int:
     except OSError:
         pids = []
     for pid in pids:
+        if kept is not None and pid == str(kept):
+            continue
         try:
             if stat(f"/proc/{pid}/stat")[STATE] != "Z":
                 children += 1
@@ -143,10 +149,10 @@ def main(argv: Sequence[str]) -> int:
 
     from workerwatch.collector import Collector
     from workerwatch.output.v4 import Sections, to_line
-    from workerwatch.state import FileStateStore
+    from workerwatch.state import RESIDENT_WRITE_EVERY, RESIDENT_WRITE_GAP, FileStateStore
 
     sections = Sections.from_flags(ns.metrics, ns.inventory, ns.events)
-    collector = Collector(config)
+    collector = Collector(config, resident=True)
     stopper = Stopper()
     stopper.install()
     fail_on = failing_cycles()
@@ -154,12 +160,14 @@ def main(argv: Sequence[str]) -> int:
     failures_in_a_row = [0]
     stats = CycleStats()
 
-    with FileStateStore(config.state_dir) as store:
+    with FileStateStore(
+        config.state_dir, write_every=RESIDENT_WRITE_EVERY, write_gap=RESIDENT_WRITE_GAP
+    ) as store:
         if not store.writable:
             log.warn("state is kept in memory only this time: a restart loses 'silent since'")
 
         def cycle(n: int) -> None:
-            hung = hung_probes()
+            hung = hung_probes(collector.host_child)
             if hung > MAX_HUNG:
                 raise TooManyHung(
                     f"{hung} probe processes/threads are hung past the deadline (hung mount "
@@ -193,7 +201,8 @@ def main(argv: Sequence[str]) -> int:
             write_line(to_line(result, config, sections))
 
         try:
-            run_loop(stopper, interval, cycle, beat, ns.cycles, stats, fatal=(TooManyHung,))
+            run_loop(stopper, interval, cycle, beat, ns.cycles, stats, fatal=(TooManyHung,),
+                     kept_child=lambda: collector.host_child)  # fmt: skip
         except TooManyHung as exc:
             log.error(str(exc))
             return 1
@@ -204,6 +213,7 @@ def main(argv: Sequence[str]) -> int:
             return 0
         finally:
             stopper.close()
+            collector.close()
     how = f"signal {stopper.signum}" if stopper.signum else "cycle limit"
     log.info(f"run: stopped by {how} after {stats.summary()}")
     return 0

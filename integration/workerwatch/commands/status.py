@@ -205,7 +205,7 @@ def main(argv: Sequence[str]) -> int:
 
     from workerwatch.collector import Collector
 
-    collector = Collector(config)
+    collector = Collector(config, resident=every is not None)
     store = read_only_store(config.state_dir)
     with store:
         read = os.path.exists(store.path) and not store.problems
@@ -251,3 +251,5 @@ def main(argv: Sequence[str]) -> int:
         with contextlib.suppress(OSError):
             sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the exit flush
         return 0
+    finally:
+        collector.close()

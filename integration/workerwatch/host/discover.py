@@ -125,20 +125,36 @@ def _could_match(group: Group, pid: int, cmdline: str, pidfile_pids: dict[str, s
     return rules.cmdline is None or re.search(rules.cmdline, cmdline) is not None
 
 
+# The command lines that matched no group at the last scan, by pid, and the cmdline rules
+# they were matched against. A process whose command line reads the same bytes again is
+# not matched again: the same bytes against the same rules give the same answer (used when
+# no group has a pidfile rule, whose pids change). Rebuilt by each scan, so it holds only
+# the processes of the last one; it matters in a resident child, which scans every cycle.
+_unmatched: tuple[tuple[str | None, ...], dict[int, bytes]] = ((), {})
+
+
 def _read_proc(
     pid: int,
     need_unit: bool,
     groups: Sequence[Group] = (),
     pidfile_pids: dict[str, set[int]] | None = None,
+    unmatched: tuple[dict[int, bytes], dict[int, bytes]] | None = None,
 ) -> _Proc | None:
     """The process's fields, or None when gone, a zombie, or (given ``groups``) no match.
 
     With ``groups``, the command line is read first and a process no group can match is
     left there: most of a host's processes then cost one read instead of two.
+    ``unmatched``: (the last scan's command lines that matched nothing, this scan's).
     """
     try:
-        cmdline = read_text(f"/proc/{pid}/cmdline", 8192).replace("\x00", " ").strip()
+        raw = procfs.read_bytes(f"/proc/{pid}/cmdline", 8192)
+        if unmatched is not None and unmatched[0].get(pid) == raw:
+            unmatched[1][pid] = raw
+            return None
+        cmdline = raw.decode("utf-8", "replace").replace("\x00", " ").strip()
         if groups and not any(_could_match(g, pid, cmdline, pidfile_pids or {}) for g in groups):
+            if unmatched is not None:
+                unmatched[1][pid] = raw
             return None
         fields = procfs.stat(f"/proc/{pid}/stat")
         state, ppid, start = fields[STATE], int(fields[PPID]), int(fields[STARTTIME])
@@ -186,12 +202,17 @@ def discover(
     need_unit = any(g.match.systemd_unit for g in groups)
     ticks, boot = clock_ticks(), boot_time()
 
+    global _unmatched
+    rules = tuple(g.match.cmdline for g in groups)
+    unmatched = None
+    if groups and not pidfile_pids:
+        unmatched = (_unmatched[1] if _unmatched[0] == rules else {}, {})
     procs: dict[int, _Proc] = {}
     members: dict[int, Group] = {}
     for pid in candidates:
         if pid in excluded:
             continue
-        proc = _read_proc(pid, need_unit, groups, pidfile_pids)
+        proc = _read_proc(pid, need_unit, groups, pidfile_pids, unmatched)
         if proc is None or is_integration(proc.cmdline):
             continue
         for group in groups:
@@ -212,6 +233,8 @@ def discover(
             except (ProcGone, PermissionError):
                 proc.unit = None
 
+    if unmatched is not None:
+        _unmatched = (rules, unmatched[1])
     horses = _horses(procs, members)
     for pid in horses:
         del procs[pid]
