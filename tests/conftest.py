@@ -37,7 +37,7 @@ def pytest_configure(config):
 
 def pytest_collection_modifyitems(config, items):
     if hasattr(config, "workerinput"):
-        parallel.first_files_first(items)
+        parallel.order(items)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
