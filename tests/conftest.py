@@ -89,7 +89,7 @@ def pytest_sessionfinish(session, exitstatus):
     option = session.config.option
     every_file = {p.name for p in Path(__file__).parent.glob("test_*.py")}
     whole = collected == every_file and not option.keyword and not option.markexpr
-    if not whole or session.testsfailed or session.shouldstop:
+    if not whole or option.collectonly or session.testsfailed or session.shouldstop:
         return
     never = sorted(set(CATALOGUE) - emitted)
     writer = session.config.get_terminal_writer()
