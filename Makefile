@@ -21,13 +21,20 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
+# Most tests wait on real workers through their stall windows rather than compute, so the
+# suite runs on more processes than cores, the tests of one file on one process (a module
+# fixture is set up once); tests/parallel.py says which files go first and which are spread.
+# TEST_WORKERS=0 runs everything in this process.
+TEST_WORKERS ?= 4
+PYTEST       := $(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: lint
-	$(VENV)/bin/pytest -q
+	$(PYTEST)
 
 # Everything but the tests marked slow (FUSE, moto, packaging, the 1,000-process scale test,
 # the end-to-end replay): a quick check while working; `make test` runs them all.
 test-fast: lint
-	$(VENV)/bin/pytest -q -m "not slow and not e2e"
+	$(PYTEST) -m "not slow and not e2e"
 
 # The incident replayed on loopback (docs/demo.md); options with ARGS, e.g.
 # `make demo ARGS="--workers 6 --keep"`. Stops everything it started, also on Ctrl-C.

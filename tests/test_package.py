@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import parallel
 from tests.nerdgraph.fake import FakeNerdGraph
 from tests.v4 import check_line, find, write_config
 
@@ -126,18 +127,25 @@ def dpkg(root: Path, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.fixture(scope="session")
 def built(tmp_path_factory) -> dict[str, Path]:
-    """Build once per session with the real Makefile target (wheels cached in build/wheels)."""
+    """Build once per run with the real Makefile target (wheels cached in build/wheels): the
+    first of the pytest-xdist workers to need the packages builds them, the others wait for
+    that build and share it (tests/parallel.py)."""
     if not shutil.which("dpkg-deb"):
         pytest.skip("dpkg-deb is not installed (Debian's dpkg package)")
-    out = tmp_path_factory.mktemp("package")
-    started = time.monotonic()
-    done = subprocess.run(
-        # -o: the venv is already set up; do not reinstall it from inside the test run.
-        ["make", "-o", ".venv/.installed", "package", f"DIST={out / 'dist'}", f"BUILD={out / 'build'}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    print(f"make package: {time.monotonic() - started:.1f} s")
+    out = parallel.shared_dir(tmp_path_factory.getbasetemp()) / "package"
+    with parallel.locked(out.parent / "package.lock"):
+        if not (out / "complete").exists():
+            shutil.rmtree(out, ignore_errors=True)  # what a failed build on another worker left
+            out.mkdir()
+            started = time.monotonic()
+            done = subprocess.run(
+                # -o: the venv is already set up; do not reinstall it from inside the test run.
+                ["make", "-o", ".venv/.installed", "package", f"DIST={out / 'dist'}", f"BUILD={out / 'build'}"],
+                cwd=ROOT, capture_output=True, text=True, timeout=900,
+            )  # fmt: skip
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            print(f"make package: {time.monotonic() - started:.1f} s")
+            (out / "complete").touch()
     dist = out / "dist"
     (deb,) = dist.glob("nri-workerwatch_*_amd64.deb")
     (tarball,) = dist.glob("nri-workerwatch_linux_*_amd64.tar.gz")

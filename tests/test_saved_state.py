@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import tempfile
 import time
 import typing
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +212,7 @@ def _set(doc: dict[str, Any], path: tuple[Any, ...], field: str | None, value: A
 def live_worker(tmp_path_factory):
     from tests.fleet import Fleet, SilentServer
 
-    tag = f"wwtest-saved-{os.getpid()}"
+    tag = f"wwtest-saved-{uuid.uuid4().hex[:10]}"  # no prefix of another process's tag
     fleet, server = Fleet(tag), SilentServer()
     worker = fleet.start("poller", "127.0.0.1", server.port)
     wait_for(lambda: main_thread_blocked(worker.pid), what="poller polling")
