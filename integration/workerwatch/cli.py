@@ -153,9 +153,11 @@ def entry() -> None:
     """
     code = main()
     if _one_shot_done:
-        with contextlib.suppress(OSError, ValueError):
-            sys.stdout.flush()
-            sys.stderr.flush()
+        # Each on its own: a stdout that cannot be flushed must not keep stderr's last
+        # lines back; either may be None (started with that fd closed).
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                stream.flush()
         os._exit(code)
     sys.exit(code)
 

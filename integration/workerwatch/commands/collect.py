@@ -34,6 +34,16 @@ def main(ns: argparse.Namespace) -> int:
     with FileStateStore(config.state_dir) as store:
         result = Collector(config).collect(store)
     sections = Sections.from_flags(ns.metrics, ns.inventory, ns.events)
-    sys.stdout.write(to_line(result, config, sections, pretty=ns.pretty))
-    sys.stdout.flush()
+    line = to_line(result, config, sections, pretty=ns.pretty)
+    try:
+        if sys.stdout is None:  # started with fd 1 closed
+            raise OSError("no stdout")
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    except (OSError, ValueError) as exc:
+        # The reader went away (EPIPE), the device is full, stdout is closed: the state is
+        # saved, only this run's payload is lost. One line saying so, not a traceback.
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        log.error(f"payload not written to stdout ({reason}): this run's data is lost")
+        return 1
     return 0
