@@ -15,7 +15,7 @@ import math
 import pytest
 from workerwatch.collector import RunResult
 from workerwatch.config.load import from_data
-from workerwatch.judge.states import STALLED, WORKING, GroupVerdict, WorkerVerdict
+from workerwatch.judge.states import IDLE, STALLED, WORKING, GroupVerdict, WorkerVerdict
 from workerwatch.observations import MetricSample
 from workerwatch.output import catalogue
 from workerwatch.output.v4 import (
@@ -197,3 +197,30 @@ def test_an_attribute_outside_the_catalogue_is_refused():
     object.__setattr__(sample, "attributes", {"worker.name": "x"})
     with pytest.raises(KeyError, match="not in the catalogue"):
         to_line(result, _config(), Sections())
+
+
+def test_attribute_texts_kept_between_runs_follow_every_change():
+    """A resident process reuses a worker's attribute texts while they are unchanged."""
+    config = _config()
+
+    def metrics(workers: list[WorkerVerdict]) -> list[dict]:
+        line = to_line(_result(workers), config, Sections())
+        return check_line(line)["data"][0]["metrics"]
+
+    workers = _verdicts()
+    assert metrics(workers) == all_metrics(_result(workers))
+    changes = [
+        {"state": IDLE},
+        {"state": STALLED, "reason": "now stalled", "summary": "stalled"},
+        {"summary": "", "reason": "only a reason"},
+        {"pid": 4242, "name": "g:4242"},
+        {"group": "h"},
+        {"blocked_peer": "10.9.9.9:22"},
+        {"blocked_syscall": None},
+    ]
+    for change in changes:
+        workers = [
+            WorkerVerdict(**{**{f: getattr(v, f) for f in v.__record_fields__}, **change})
+            for v in workers
+        ]
+        assert metrics(workers) == all_metrics(_result(workers)), change

@@ -12,7 +12,7 @@ import functools
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from workerwatch import INTEGRATION_NAME, __version__
@@ -152,10 +152,30 @@ def worker_attributes(v: WorkerVerdict) -> dict[str, Any]:
     return {k: value for k, value in attrs.items() if value is not None}
 
 
-def _worker_entries(v: WorkerVerdict, brief: bool, as_text: bool) -> list[Any]:
-    attrs = worker_attributes(v)
-    # One attributes text (or dict) shared by the worker's metrics that carry only these.
-    shared = attributes_json(attrs) if as_text else attrs
+# A resident process writes the same workers' attributes every cycle: their texts (with
+# the dicts they were written from) are kept from one run to the next while unchanged,
+# keyed by what they are made of; only the last run's are kept.
+_Texts = dict[tuple, tuple[dict[str, Any], str]]
+_last_texts: _Texts = {}
+
+
+def _attribute_texts(key: tuple, make: Callable[[], dict[str, Any]], seen: _Texts) -> tuple:
+    found = _last_texts.get(key)
+    if found is None:
+        attrs = make()
+        found = (attrs, attributes_json(attrs))
+    seen[key] = found
+    return found
+
+
+def _worker_entries(v: WorkerVerdict, brief: bool, seen: _Texts | None) -> list[Any]:
+    """A worker's metrics: dicts, or (``seen`` given) texts, whose attribute texts go there."""
+    as_text = seen is not None
+    if seen is None:
+        attrs = shared = worker_attributes(v)  # the dict itself goes into every entry
+    else:
+        key = (v.name, v.group, v.pid, v.state, v.summary or v.reason)
+        attrs, shared = _attribute_texts(key, lambda: worker_attributes(v), seen)
     ms = int(v.interval_s * 1000) if v.interval_s else None
     out = [
         metric(catalogue.WORKER_UP, int(v.up), attrs, as_text=as_text, written=shared),
@@ -180,11 +200,22 @@ def _worker_entries(v: WorkerVerdict, brief: bool, as_text: bool) -> list[Any]:
     if v.wakeups is not None and ms:
         out.append(metric(catalogue.WAKEUPS, v.wakeups, attrs, ms, as_text=as_text, written=shared))
     if v.blocked_seconds is not None:
-        blocked = {**attrs, "blocked.syscall": v.blocked_syscall, "blocked.peer": v.blocked_peer}
-        out.append(metric(catalogue.BLOCKED, v.blocked_seconds, blocked, as_text=as_text))
+
+        def blocked_attributes() -> dict[str, Any]:
+            return {**attrs, "blocked.syscall": v.blocked_syscall, "blocked.peer": v.blocked_peer}
+
+        if seen is None:
+            blocked, text = blocked_attributes(), None
+        else:
+            key = (shared, v.blocked_syscall, v.blocked_peer)
+            blocked, text = _attribute_texts(key, blocked_attributes, seen)
+        out.append(
+            metric(catalogue.BLOCKED, v.blocked_seconds, blocked, as_text=as_text, written=text)
+        )
         if v.blocked_timeout is not None:
+            timeout = v.blocked_timeout
             out.append(
-                metric(catalogue.BLOCKED_TIMEOUT, v.blocked_timeout, blocked, as_text=as_text)
+                metric(catalogue.BLOCKED_TIMEOUT, timeout, blocked, as_text=as_text, written=text)
             )
     for peer, count in sorted(v.untimed_waits.items()):
         out.append(
@@ -200,17 +231,21 @@ def _worker_entries(v: WorkerVerdict, brief: bool, as_text: bool) -> list[Any]:
 
 def worker_metrics(v: WorkerVerdict, brief: bool = False) -> list[dict[str, Any]]:
     """A worker's metrics; ``brief`` keeps only up/stalled (their attributes carry the verdict)."""
-    return _worker_entries(v, brief, as_text=False)
+    return _worker_entries(v, brief, None)
 
 
 def all_metrics(result: RunResult, as_text: bool = False) -> list[Any]:
     """Every metric of a run: dicts (push), or (``as_text``) their JSON texts (stdout)."""
+    global _last_texts
     out: list[Any] = []
+    seen: _Texts | None = {} if as_text else None
     # A very large fleet summarises its healthy workers instead of dropping anyone: every
     # worker keeps up/stalled with its state and reason; the detail stays for the rest.
     summarise = len(result.workers) > SUMMARISE_ABOVE
     for v in result.workers:
-        out.extend(_worker_entries(v, summarise and v.state in (IDLE, WORKING), as_text))
+        out.extend(_worker_entries(v, summarise and v.state in (IDLE, WORKING), seen))
+    if seen is not None:
+        _last_texts = seen
     for g in result.groups:
         attrs = {"worker.group": g.group}
         out.append(metric(catalogue.GROUP_RUNNING, g.running, attrs, as_text=as_text))
