@@ -315,3 +315,38 @@ def test_a_listener_next_to_a_main_thread_that_logs_is_working_never_stalled():
         + [(300 * n, moving(n, 100 + 50 * n, listening)) for n in range(1, 6)]
     )
     assert [v.state for v in verdicts] == [UNKNOWN] + [WORKING] * 5
+
+
+def test_a_listener_that_reconnects_or_handles_a_message_without_logging_never_stalls():
+    """Seen running, or in a socket wait on another peer, at the run before it entered its
+    present wait after the last log write: a listener's reconnect or message, not a job."""
+    other = WaitObservation("recvfrom", timed=False, network=True, peer="10.0.0.9:6379", fd=6)
+    for before in (thread(44, cpu=0.5, vol=3, wait=None), thread(44, vol=1, wait=other)):
+        verdicts = run(
+            [
+                (0, moving(0, 100, thread(44, wait=FUTEX))),
+                (30, moving(1, 200, before)),  # the last log write; the thread not in RECV
+                (60, moving(2, 200, thread(44, vol=4, wait=RECV))),
+                (400, moving(3, 200, thread(44, vol=4, wait=RECV))),
+                (800, moving(4, 200, thread(44, vol=4, wait=RECV))),
+            ]
+        )
+        assert [v.state for v in verdicts][2:] == [IDLE, IDLE, IDLE], before
+
+
+def test_a_job_thread_new_since_the_last_run_that_hangs_is_stalled():
+    """A pool that starts its threads on the first job (ThreadPoolExecutor, Celery's
+    threads pool): the thread did not exist at the run before it was seen in its wait."""
+    hung = (thread(44, vol=1, wait=RECV),)
+    verdicts = run(
+        [
+            (0, moving(0, 100)),
+            (30, moving(1, 200, *hung)),
+            (180, moving(2, 200, *hung)),
+            (330, moving(3, 200, *hung)),
+        ]
+    )
+    assert [v.state for v in verdicts] == [UNKNOWN, WORKING, IDLE, STALLED]
+    assert verdicts[3].summary == (
+        "no log write; thread 44 blocked in recvfrom on 10.0.0.5:21 with no timeout"
+    )

@@ -16,7 +16,9 @@ Rules (README "Verdict rules"):
   a thread already waiting when the worker is first seen is never *hung* (below).
 * A thread is *hung* (``hung_thread``) when it is blocked for ``stall_after`` and entered
   its wait no earlier than the run that saw the worker's last sign of work (log write or
-  beat): the worker's own job, not a listener that was already waiting before it.
+  beat), coming from an idle pool's futex wait or as a thread new since the run before:
+  the worker's own job, not a listener that was already waiting before it, handled a
+  message, or reconnected.
 """
 
 from __future__ import annotations
@@ -114,14 +116,20 @@ def judge_tree(
         old = prev.get(key)
         since = None
         waits_in = _wait_key(wait)
-        if old is None or old.wait != waits_in:
+        entered_now = read_before and (old is None or old.wait != waits_in)
+        if entered_now:
             # Its earliest possible entry is the previous read; the latest, this run. The
             # latest is kept: the worker's last sign of work is dated the same way (the
             # run that saw it), so "entered no earlier than that sign" compares like with
             # like (README "Verdict rules": a wait entered in the same interval as the
             # worker's last log write counts as entered after it).
-            unit.entered = now if read_before else None
-        else:
+            # Only a thread that came from an idle pool's wait (a futex) or did not exist
+            # at the previous read gets an entry time: one seen running or in another
+            # socket wait before may be a listener that handled a message or reconnected
+            # without logging (a load balancer's idle timeout), which is no job.
+            came_idle = old is None or (old.wait or "").startswith("futex")
+            unit.entered = now if came_idle else None
+        elif old is not None and old.wait == waits_in:
             unit.entered = old.entered
         if old is None:
             unit.new = unit.progressed = True
@@ -140,7 +148,7 @@ def judge_tree(
             wait is not None
             and wait.untimed_network
             and since is None
-            and (unit.new or not unit.progressed or unit.entered == now)
+            and (unit.new or not unit.progressed or entered_now)
         ):
             # New, unmoved, or entered this wait since the previous run (its wakeups
             # brought it here): in it since this run at the latest.
