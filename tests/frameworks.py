@@ -188,13 +188,24 @@ class Deployment:
         return env
 
     def celery(
-        self, pool: str, queue: str, concurrency: int = 2, heartbeats: bool = True
+        self,
+        pool: str,
+        queue: str,
+        concurrency: int = 2,
+        heartbeats: bool = True,
+        gossip: bool = True,
     ) -> Worker:
-        """``celery -A celery_app worker --pool POOL`` consuming one queue, logging to a file."""
+        """``celery -A celery_app worker --pool POOL`` consuming one queue, logging to a file.
+
+        ``gossip=False``: ``--without-gossip``, so the worker's log holds no lines about its
+        neighbours (``missed heartbeat from solo@…``, written when a scene worker hangs).
+        """
         log = self.logs / f"celery-{queue}.log"
         argv = [str(self.bin / "celery"), "-A", "celery_app", "worker", "--pool", pool]
         if pool != "solo":
             argv += ["--concurrency", str(concurrency)]
+        if not gossip:
+            argv.append("--without-gossip")
         argv += ["--queues", queue, "--hostname", f"{queue}@%h", "--loglevel", "INFO"]
         argv += ["--logfile", str(log)]
         proc = _start(

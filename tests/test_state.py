@@ -74,8 +74,25 @@ def test_a_format_1_file_is_read_in_format_2_names(tmp_path, capsys):
         assert state.probes.hung["heartbeats:g"].start == 7
         store.save(state)
     saved = json.loads((tmp_path / "state.json").read_text())
-    assert saved["version"] == FORMAT_VERSION == 3
+    assert saved["version"] == FORMAT_VERSION == 4
     assert "[WARN]" not in capsys.readouterr().err
+
+
+def test_a_format_3_file_keeps_its_work_tree_and_is_rewritten_as_format_4(tmp_path):
+    """Version 4 added optional fields only: a version-3 unit has no entry time (unknown)."""
+    unit = {"cpu": 1.5, "voluntary": 7, "wait": "recvfrom 10.0.0.5:21", "since": NOW - 5}
+    entry = {"name": "w", "group": "g", "pid": 1, "first_seen": NOW - 10, "last_seen": NOW - 5}
+    workers = {"1:7": {**entry, "units": {"t44": unit}}}
+    old = {"version": 3, "workers": workers, "names": {}, "probes": {}}
+    (tmp_path / "state.json").write_text(json.dumps(old))
+    with FileStateStore(str(tmp_path)) as store:
+        state = store.load(NOW)
+        assert store.problems == []
+        (kept,) = state.workers["1:7"].units.values()
+        assert (kept.wait, kept.since, kept.entered) == ("recvfrom 10.0.0.5:21", NOW - 5, None)
+        assert state.workers["1:7"].units_at is None
+        store.save(state)
+    assert json.loads((tmp_path / "state.json").read_text())["version"] == 4
 
 
 def test_the_readme_names_the_formats_read_and_the_one_written():

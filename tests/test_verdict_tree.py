@@ -214,3 +214,139 @@ def test_a_behind_clock_writer_that_keeps_beating_is_young():
     # First sight dates the beat by its own time; from then on, by when it changed.
     assert [v.heartbeat_age for v in verdicts] == [3600.0, 30.0, 30.0]
     assert verdicts[2].state == IDLE
+
+
+# --- a job thread hung while the main thread keeps waking (hung_thread) ---------------------
+
+
+def moving(n: int, pos: int, *threads: ThreadObservation) -> WorkerObservation:
+    """A worker whose main thread woke since the last run (a dispatcher polling its queue
+    with a timeout), with the threads the host phase watched while its log was quiet."""
+    process = replace(
+        proc(threads=1 + len(threads)), main_voluntary=10 + 5 * n, write_chars=1000 + pos
+    )
+    log = LogObservation(fds=(LogFd(fd=3, path="/l", pos=pos),))
+    return WorkerObservation(worker=W, log=log, process=process, watched=threads)
+
+
+def test_a_job_thread_that_entered_its_wait_with_the_last_log_write_is_stalled():
+    idle = (thread(43, wait=FUTEX), thread(44, wait=FUTEX))
+    hung = (thread(43, wait=FUTEX), thread(44, vol=1, wait=RECV))  # woke once, to get there
+    verdicts = run(
+        [
+            (0, moving(0, 100, *idle)),
+            (30, moving(1, 200, *hung)),  # "job received" written; the job in recvfrom
+            (180, moving(2, 200, *hung)),
+            (329, moving(3, 200, *hung)),
+            (330, moving(4, 200, *hung)),
+        ]
+    )
+    assert [v.state for v in verdicts] == [UNKNOWN, WORKING, IDLE, IDLE, STALLED]
+    assert verdicts[4].reason == (
+        "no log write for 300 s; thread 44 blocked in recvfrom on 10.0.0.5:21 with no timeout "
+        "for 300 s, 0 wakeups; it began waiting after the worker's last log write or beat; "
+        "cpu +0.00 s"
+    )
+    assert verdicts[4].summary == (
+        "no log write; thread 44 blocked in recvfrom on 10.0.0.5:21 with no timeout"
+    )
+    assert (verdicts[4].blocked_syscall, verdicts[4].blocked_peer) == ("recvfrom", PEER)
+    assert (verdicts[4].blocked_seconds, verdicts[4].blocked_timeout) == (300, -1)
+
+
+def test_a_hung_job_thread_stays_stalled_and_clears_when_the_worker_writes_again():
+    idle = (thread(44, wait=FUTEX),)
+    hung = (thread(44, vol=1, wait=RECV),)
+    verdicts = run(
+        [
+            (0, moving(0, 100, *idle)),
+            (30, moving(1, 200, *hung)),
+            (330, moving(2, 200, *hung)),
+            (630, moving(3, 200, *hung)),
+            (660, moving(4, 300, thread(44, cpu=1.0, vol=9, wait=FUTEX))),
+        ]
+    )
+    assert [v.state for v in verdicts] == [UNKNOWN, WORKING, STALLED, STALLED, WORKING]
+    assert verdicts[3].reason == (
+        "no log write for 10 min; thread 44 blocked in recvfrom on 10.0.0.5:21 with no timeout "
+        "for 10 min, 0 wakeups; it began waiting after the worker's last log write or beat; "
+        "cpu +0.00 s; stalled for 300 s"
+    )
+
+
+def test_idle_pool_threads_on_a_futex_never_stall_a_waking_worker():
+    idle = (thread(43, wait=FUTEX), thread(44, wait=FUTEX))
+    verdicts = run([(300 * n, moving(n, 100, *idle)) for n in range(6)])
+    assert [v.state for v in verdicts] == [UNKNOWN] + [IDLE] * 5
+    assert verdicts[-1].reason == (
+        "no log write for 25 min; main thread woke 5 times in 300 s (futex); cpu +0.00 s"
+    )
+
+
+def test_a_listener_waiting_before_the_last_log_write_never_stalls_a_quiet_worker():
+    futex, listening = thread(44, wait=FUTEX), thread(44, wait=RECV)
+    message = thread(44, cpu=0.01, vol=1, wait=RECV)  # one message, then the same wait
+    verdicts = run(
+        [
+            (0, moving(0, 100, futex)),
+            (30, moving(1, 100, listening)),  # seen entering its wait...
+            (60, moving(2, 200, listening)),  # ...before this log write
+            (400, moving(3, 200, message)),
+            (800, moving(4, 200, message)),
+            (1200, moving(5, 200, message)),
+        ]
+    )
+    assert [v.state for v in verdicts] == [UNKNOWN, IDLE, WORKING, IDLE, IDLE, IDLE]
+    assert verdicts[-1].reason == (
+        "no log write for 19 min; main thread woke 5 times in 400 s (futex); cpu +0.00 s"
+    )
+
+
+def test_a_listener_already_waiting_at_first_sight_never_stalls_a_quiet_worker():
+    listening = thread(44, wait=RECV)
+    verdicts = run([(300 * n, moving(n, 100, listening)) for n in range(6)])
+    assert [v.state for v in verdicts] == [UNKNOWN] + [IDLE] * 5
+
+
+def test_a_listener_next_to_a_main_thread_that_logs_is_working_never_stalled():
+    listening = thread(44, wait=RECV)
+    verdicts = run(
+        [(0, moving(0, 100, thread(44, wait=FUTEX)))]
+        + [(300 * n, moving(n, 100 + 50 * n, listening)) for n in range(1, 6)]
+    )
+    assert [v.state for v in verdicts] == [UNKNOWN] + [WORKING] * 5
+
+
+def test_a_listener_that_reconnects_or_handles_a_message_without_logging_never_stalls():
+    """Seen running, or in a socket wait on another peer, at the run before it entered its
+    present wait after the last log write: a listener's reconnect or message, not a job."""
+    other = WaitObservation("recvfrom", timed=False, network=True, peer="10.0.0.9:6379", fd=6)
+    for before in (thread(44, cpu=0.5, vol=3, wait=None), thread(44, vol=1, wait=other)):
+        verdicts = run(
+            [
+                (0, moving(0, 100, thread(44, wait=FUTEX))),
+                (30, moving(1, 200, before)),  # the last log write; the thread not in RECV
+                (60, moving(2, 200, thread(44, vol=4, wait=RECV))),
+                (400, moving(3, 200, thread(44, vol=4, wait=RECV))),
+                (800, moving(4, 200, thread(44, vol=4, wait=RECV))),
+            ]
+        )
+        assert [v.state for v in verdicts][2:] == [IDLE, IDLE, IDLE], before
+
+
+def test_a_job_thread_new_since_the_last_run_that_hangs_is_stalled():
+    """A pool that starts its threads on the first job (ThreadPoolExecutor, Celery's
+    threads pool): the thread did not exist at the run before it was seen in its wait."""
+    hung = (thread(44, vol=1, wait=RECV),)
+    verdicts = run(
+        [
+            (0, moving(0, 100)),
+            (30, moving(1, 200, *hung)),
+            (180, moving(2, 200, *hung)),
+            (330, moving(3, 200, *hung)),
+        ]
+    )
+    assert [v.state for v in verdicts] == [UNKNOWN, WORKING, IDLE, STALLED]
+    assert verdicts[3].summary == (
+        "no log write; thread 44 blocked in recvfrom on 10.0.0.5:21 with no timeout"
+    )

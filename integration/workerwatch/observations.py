@@ -206,6 +206,8 @@ class WorkerObservation:
     process: ProcessObservation | None = None
     peer: str | None = None  # socket peer of syscall_fd, resolved only when it looks blocked
     tree: WorkTree | None = None  # other threads and descendants, when the main thread waits
+    # The other threads, when the main thread moved but the log was silent (``host.work``).
+    watched: tuple[ThreadObservation, ...] | None = None
     notes: tuple[str, ...] = ()  # evidence problems worth showing in the reason
     heartbeat_unavailable: bool = False  # the group's heartbeat files could not be read
     horse: HorseObservation | None = None

@@ -158,6 +158,57 @@ def main():
         else:
             worker.join()
 
+    elif mode == "dispatcher":
+        # A plain Python worker: the main thread polls its queue with a timeout (0.2 s) and
+        # hands each job to a ThreadPoolExecutor; SIGUSR1 queues a job that hangs in recv
+        # with no timeout on HOST:PORT (its thread's facts go to INFO.job). FLAGS, comma
+        # separated: "listener" keeps a thread blocked in an untimed recv on HOST:PORT from
+        # before the worker's last log line on; "chatty" logs every poll.
+        import queue
+        from concurrent.futures import ThreadPoolExecutor
+
+        log_path, host, port, flags = args
+        flags = set(flags.split(","))
+        log = open(log_path, "a")  # noqa: SIM115 - the worker's log for its whole life
+        inbox = queue.Queue()
+        facts = {"main": threading.get_native_id()}
+
+        def line(text):
+            log.write(f"{time.strftime('%H:%M:%S')} {text}\n")
+            log.flush()
+
+        def hang():
+            conn = connect(host, port)
+            tell(info + ".job", tid=threading.get_native_id(), fd=conn.fileno())
+            conn.recv(1024)
+
+        def listen(ready):
+            facts["listener"] = threading.get_native_id()
+            conn = connect(host, port)
+            ready.set()
+            conn.recv(1024)
+
+        signal.signal(signal.SIGUSR1, lambda *_: inbox.put(hang))
+        pool = ThreadPoolExecutor(max_workers=2)
+        for _ in range(2):  # both pool threads started, then idle on the pool's queue
+            pool.submit(time.sleep, 0.05).result()
+        if "listener" in flags:
+            ready = threading.Event()
+            threading.Thread(target=listen, args=(ready,), daemon=True).start()
+            ready.wait()
+            time.sleep(0.2)
+        line("ready")  # after the listener: it waits from before the last log line on
+        tell(info, **facts)
+        while True:
+            try:
+                job = inbox.get(timeout=0.2)
+            except queue.Empty:
+                if "chatty" in flags:
+                    line("polled, no job")
+                continue
+            line(f"job received: {job.__name__}")
+            pool.submit(job)
+
     # --- waits, timed and untimed ------------------------------------------------------
     elif mode == "dump_recv":  # hung in recv, stack dumps on SIGUSR1 into its own log
         import faulthandler

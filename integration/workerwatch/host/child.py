@@ -45,7 +45,12 @@ from workerwatch.host.procfs import ProcGone
 from workerwatch.judge.memory import WorkerMemory
 from workerwatch.judge.states import STALLED
 from workerwatch.judge.verdict import no_progress_since
-from workerwatch.observations import HeartbeatObservation, Worker, WorkerObservation
+from workerwatch.observations import (
+    HeartbeatObservation,
+    ProcessObservation,
+    Worker,
+    WorkerObservation,
+)
 from workerwatch.records import record
 
 _LENGTH = struct.Struct(">I")
@@ -126,15 +131,63 @@ def enrich(
 
     Where the main thread waits, with its timeout and the socket peer; when that is not a
     socket, the worker's other threads and its descendants (not in ``exclude``, the pids
-    another group's worker has), where its work then happens (``host.work``).
+    another group's worker has), where its work then happens (``host.work``). The other
+    threads alone (``watched``) when they were not read so but the log is quiet
+    (``_log_quiet``), whether or not the main thread moved.
     """
     if prev is not None and prev.state == STALLED and prev.log_pos and observation.log:
         dumps = log_offsets.stack_dumps(observation.worker.pid, observation.log.fds, prev.log_pos)
         if dumps:
             observation = replace(observation, log=replace(observation.log, stack_dumps=dumps))
     proc = observation.process
-    if proc is None or prev is None or not no_progress_since(proc, prev):
+    if proc is None:
         return observation
+    if prev is not None and no_progress_since(proc, prev):
+        observation = _waiting(observation, proc, prev, exclude)
+    if observation.tree is not None or not _log_quiet(observation, prev):
+        return observation
+    if proc.threads <= 1:
+        # Nothing to read, but known: a thread started before the next run is new there.
+        return replace(observation, watched=())
+    from workerwatch.host import work
+
+    pid = observation.worker.pid
+    try:
+        watched = work.watch_threads(pid, prev.peers or {} if prev is not None else {})
+    except ProcGone:
+        return observation
+    except OSError as exc:
+        log.error(f"thread probe for pid {pid}: {exc}")
+        return observation
+    return replace(observation, watched=watched)
+
+
+def _log_quiet(observation: WorkerObservation, prev: WorkerMemory | None) -> bool:
+    """Whether to read the threads of a worker whose work tree was not read.
+
+    A job thread hung behind a main thread that keeps waking (a thread pool's dispatcher)
+    is told from a listener by when it entered its wait: no earlier than the worker's
+    last log write (judge/work.py ``hung_thread``). Seeing that entry takes a read before
+    and one after it, so the threads are read on every run with no log write and on the
+    first run with one after such a run; a worker writing its log on every run (busy)
+    never pays. A worker with no log offsets (no log configured, or no access) is read
+    on every run: the stat and syscall lines of each thread, a few µs apiece. At first
+    sight too: a job that begins before the next run is then seen entering its wait.
+    """
+    log = observation.log
+    if prev is None or log is None or log.source != "fd" or not log.fds or prev.log_pos is None:
+        return True
+    quiet_now = all(prev.log_pos.get(f.fd) == f.pos for f in log.fds)
+    quiet_before = prev.last_log_activity != prev.last_seen
+    return quiet_now or quiet_before
+
+
+def _waiting(
+    observation: WorkerObservation,
+    proc: ProcessObservation,
+    prev: WorkerMemory,
+    exclude: Collection[int],
+) -> WorkerObservation:
     pid = observation.worker.pid
     # Imported here: only a worker whose main thread did not move needs the wait and
     # work-tree readers (a resident process imports them once, before its first fork).

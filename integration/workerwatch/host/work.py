@@ -144,16 +144,32 @@ def observe(
                 wait=_unit_wait(s.pid, s.pid, s.syscall, known_peers, ()),
             )
         )
-    found_threads = []
-    if threads > 1:
-        for t in worktree.threads(pid)[1:]:
-            found_threads.append(
-                ThreadObservation(
-                    tid=t.tid,
-                    cpu_seconds=t.cpu_seconds,
-                    voluntary=t.voluntary,
-                    state=t.state,
-                    wait=_unit_wait(pid, t.tid, t.syscall, known_peers, pipes),
-                )
-            )
-    return main, WorkTree(tuple(found_threads), tuple(found_children))
+    found_threads = _threads(pid, known_peers, pipes) if threads > 1 else ()
+    return main, WorkTree(found_threads, tuple(found_children))
+
+
+def _threads(
+    pid: int, known_peers: Mapping[str, str], pipes: Collection[str] = ()
+) -> tuple[ThreadObservation, ...]:
+    return tuple(
+        ThreadObservation(
+            tid=t.tid,
+            cpu_seconds=t.cpu_seconds,
+            voluntary=t.voluntary,
+            state=t.state,
+            wait=_unit_wait(pid, t.tid, t.syscall, known_peers, pipes),
+        )
+        for t in worktree.threads(pid)[1:]
+    )
+
+
+def watch_threads(pid: int, known_peers: Mapping[str, str]) -> tuple[ThreadObservation, ...]:
+    """The threads other than the main one, for a worker whose main thread keeps moving.
+
+    Read while the worker's log is silent (``child.enrich``): what a job thread hung
+    behind a dispatcher that keeps waking looks like (README "Verdict rules"). A thread
+    in a timed wait or on a futex costs its three /proc reads and a decode; one in an
+    untimed wait on an fd is inspected too (tens of µs), its socket peer resolved once.
+    Raises ``ProcGone`` when the process left.
+    """
+    return _threads(pid, known_peers)

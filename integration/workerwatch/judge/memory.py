@@ -28,7 +28,8 @@ from workerwatch.records import record
 
 # 2: "voluntary" became "main_voluntary", probes.stuck became probes.hung (migrated on load).
 # 3: the work tree (units, peers, untimed_peers, hb_seen); others_voluntary dropped.
-FORMAT_VERSION = 3
+# 4: when a unit entered its wait (units.*.entered), when the units were read (units_at).
+FORMAT_VERSION = 4
 # An operation a queue endpoint does not implement is asked again after this long.
 UNSUPPORTED_RECHECK_S = 6 * 3600.0
 
@@ -57,6 +58,9 @@ class UnitMemory:
     io: int | None = _optional(COUNT)  # a descendant's rchar + wchar
     wait: str | None = _optional(NAME)  # syscall, with the peer of a socket wait
     since: float | None = _optional(TIME)  # when it was first seen in that wait, unwoken
+    # The run that first saw it in that wait (woken or not), when the run before it read
+    # the units too; None when unknown (judge/work.py ``judge_tree``).
+    entered: float | None = _optional(TIME)
 
 
 @record
@@ -108,6 +112,8 @@ class WorkerMemory:
     units: dict[str, UnitMemory] | None = field(
         default=None, metadata={"tolerant": True, "max_length": MAX_UNITS}
     )
+    # When ``units`` were read: a unit's entry into a wait is known only between two reads.
+    units_at: float | None = _optional(TIME)
     # "pid:fd:socket inode" -> peer: a connection's peer is resolved once (psutil, ~10 ms).
     peers: dict[str, str] | None = field(
         default=None, metadata={"tolerant": True, "max_length": MAX_PEERS, "each": NAME}
@@ -216,7 +222,7 @@ def _migrate(data: dict[str, Any], version: int) -> dict[str, Any]:
     return data
 
 
-MIGRATES = (1, 2)  # older versions read by ``from_json``
+MIGRATES = (1, 2, 3)  # older versions read by ``from_json`` (3 -> 4 adds optional fields only)
 
 
 def from_json(data: dict[str, Any], now: float) -> tuple[SavedState, list[str]]:

@@ -19,7 +19,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from workerwatch.judge.memory import MAX_PEERS, WorkerMemory
+from workerwatch.judge.memory import MAX_PEERS, MAX_UNITS, WorkerMemory
 from workerwatch.judge.reasons import explain
 from workerwatch.judge.states import (
     BUSY_CPU_SHARE,
@@ -34,7 +34,13 @@ from workerwatch.judge.states import (
     GroupVerdict,
     WorkerVerdict,
 )
-from workerwatch.observations import ProcessObservation, WaitObservation, WorkerObservation
+from workerwatch.observations import (
+    ProcessObservation,
+    ThreadObservation,
+    WaitObservation,
+    WorkerObservation,
+    WorkTree,
+)
 from workerwatch.units import human_duration as ago
 
 if TYPE_CHECKING:
@@ -181,6 +187,7 @@ def judge(
     dcpu_main = 0.0
     main_wait = proc.main_wait if proc is not None else None
     tree: TreeVerdict | None = None
+    watched: TreeVerdict | None = None  # the threads, whichever way they were read
     if proc is not None:
         memory.cpu, memory.main_cpu = proc.cpu_seconds, proc.main_cpu_seconds
         memory.main_voluntary, memory.write_chars = proc.main_voluntary, proc.write_chars
@@ -189,19 +196,28 @@ def judge(
             verdict.wakeups = max(0, proc.main_voluntary - prev.main_voluntary)
             dcpu_main = max(0.0, proc.main_cpu_seconds - (prev.main_cpu or 0.0))
             progressed = verdict.wakeups > 0 or dcpu_main > 0
+            read_before = prev.units_at is not None and prev.units_at == prev.last_seen
             if obs.tree is not None:
                 # Only a worker whose work tree was read (its main thread did not move)
                 # needs these rules: most runs never import them.
                 from workerwatch.judge.work import judge_tree
 
-                tree = judge_tree(obs.tree, prev.units, now, interval)
-                memory.units = tree.memory or None
+                tree = judge_tree(obs.tree, prev.units, now, interval, read_before)
+                memory.units, memory.units_at = tree.memory or None, now
                 progressed = progressed or bool(tree.progressed)
-        if tree is None and prev is not None:
+                watched = tree
+            elif obs.watched is not None:
+                watched = _watch(obs.watched, prev, memory, now, interval, read_before)
+        if prev is None and obs.watched is not None:
+            # First sight: the threads' counters and waits, so that a wait entered before
+            # the next run is seen entered (``hung_thread``).
+            _watch(obs.watched, None, memory, now, None, False)
+        elif prev is not None and memory.units_at != now:
             memory.units = prev.units  # not read this run: the counters stand
+            memory.units_at = prev.units_at
         kept_progress = prev.last_progress if prev is not None else None
         memory.last_progress = now if progressed or kept_progress is None else kept_progress
-        _remember_waits(memory, verdict, main_wait, tree, prev)
+        _remember_waits(memory, verdict, main_wait, tree, prev, watched)
         if _in_blocking_call(proc):
             memory.blocked_syscall, memory.blocked_fd = proc.syscall, proc.syscall_fd
             same = prev is not None and (prev.blocked_syscall, prev.blocked_fd) == (
@@ -229,6 +245,18 @@ def judge(
     ends_by_itself = _ends_by_itself(main_wait, tree) if on_unit is None else None
     verdict.waits_up_to = ends_by_itself
 
+    # A job thread hung while another thread keeps waking (README "Verdict rules").
+    hung = None
+    if watched is not None and silent_for >= stall_after:
+        from workerwatch.judge.work import hung_thread
+
+        hung = hung_thread(watched, silent_since, now, stall_after)
+    if hung is not None and hung.wait is not None and hung.blocked_since is not None:
+        verdict.blocked_syscall = hung.wait.syscall
+        verdict.blocked_peer = hung.wait.peer
+        verdict.blocked_seconds = now - hung.blocked_since
+        verdict.blocked_timeout = hung.wait.timeout_seconds
+
     # The verdict itself.
     no_progress_for = now - memory.last_progress if memory.last_progress is not None else 0.0
     tree_busy = tree is not None and any(u.progressed and not u.new for u in tree.units)
@@ -253,7 +281,7 @@ def judge(
             state = WORKING if hb.state == "busy" else IDLE
         else:
             state = UNKNOWN
-    elif (
+    elif hung is not None or (
         silent_for >= stall_after
         and no_progress_for >= stall_after
         and not threads_unknown
@@ -285,10 +313,41 @@ def judge(
         memory.stalled_since = prev.stalled_since if prev and prev.stalled_since else now
         if prev is not None and prev.state == STALLED and no_progress_for < stall_after:
             verdict.notes.insert(0, f"stalled for {ago(now - memory.stalled_since)}")
-    facts = explain(verdict, obs, prev, now, silent_for, no_progress_for, log_since, tree)
+    story = None
+    if hung is not None and state == STALLED:
+        from workerwatch.judge.work import hung_story
+
+        story = hung_story(hung, now)
+    facts = explain(verdict, obs, prev, now, silent_for, no_progress_for, log_since, tree, story)
     verdict.reason = "; ".join(text for text, _ in facts if text)
     verdict.summary = "; ".join(dict.fromkeys(brief for _, brief in facts if brief))
     return verdict, memory
+
+
+def _watch(
+    threads: tuple[ThreadObservation, ...],
+    prev: WorkerMemory | None,
+    memory: WorkerMemory,
+    now: float,
+    interval: float | None,
+    read_before: bool,
+) -> TreeVerdict | None:
+    """The threads of a worker whose main thread moves, read while its log was silent:
+    for ``hung_thread`` only, never as the worker's progress. Their memory replaces the
+    threads' in ``memory.units``; the descendants' stands. None when there are none."""
+    kept = [(k, u) for k, u in ((prev.units or {}) if prev else {}).items() if k[0] == "p"]
+    memory.units_at = now
+    if not threads:  # a single-threaded worker: nothing to judge, nor to import
+        memory.units = dict(kept) or None
+        return None
+    from workerwatch.judge.work import judge_tree
+
+    verdict = judge_tree(
+        WorkTree(threads), prev.units if prev else None, now, interval, read_before
+    )
+    units = list(verdict.memory.items()) + kept
+    memory.units = dict(units[:MAX_UNITS]) or None
+    return verdict
 
 
 def any_children(tree: TreeVerdict) -> bool:
@@ -328,11 +387,20 @@ def _remember_waits(
     main: WaitObservation | None,
     tree: TreeVerdict | None,
     prev: WorkerMemory | None,
+    watched: TreeVerdict | None = None,
 ) -> None:
-    """Resolved peers for the next run, and the peers waited on without a timeout."""
+    """Resolved peers for the next run, and the peers waited on without a timeout.
+
+    Threads read while the main thread moves (``watched``) only add their resolved peers:
+    what the worker waits on without a timeout is said when the main thread waits.
+    """
     waits = [main] + ([u.wait for u in tree.units] if tree is not None else [])
+    extra = [u.wait for u in watched.units] if watched is not None and tree is None else []
     peers: dict[str, str] = {}
     untimed: dict[str, int] = {}
+    for wait in extra:
+        if wait is not None and wait.peer_key and wait.peer:
+            peers[wait.peer_key] = wait.peer
     for wait in waits:
         if wait is None:
             continue
@@ -341,7 +409,7 @@ def _remember_waits(
         if wait.untimed_network:
             name = wait.peer or "unresolved peer"
             untimed[name] = untimed.get(name, 0) + 1
-    if main is None and tree is None and prev is not None:
+    if main is None and tree is None and not extra and prev is not None:
         peers = dict(prev.peers or {})  # nothing read this run: what was resolved stands
     memory.peers = dict(list(peers.items())[:MAX_PEERS]) or None
     verdict.untimed_waits = untimed
