@@ -38,9 +38,6 @@ SUBCOMMANDS: dict[str, str] = {
 }
 
 
-_DATA_FLAGS = ("metrics", "inventory", "events", "pretty", "show_version")
-
-
 def build_parser() -> argparse.ArgumentParser:
     import argparse
 
@@ -52,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="subcommands: " + ", ".join(SUBCOMMANDS),
     )
     common.add_common_flags(parser)
-    common.add_data_flags(parser, _DATA_FLAGS)
+    common.add_data_flags(parser, common.DATA_FLAGS)
     return parser
 
 
@@ -68,7 +65,9 @@ def quick_flags(argv: list[str]) -> Any:
 
     takes_value = {s: dest for spellings, dest, _ in common.VALUE_FLAGS for s in spellings}
     switches = {
-        s: name for name in ("verbose", *_DATA_FLAGS) for s in common.data_flag_spellings(name)
+        s: name
+        for name in ("verbose", *common.DATA_FLAGS)
+        for s in common.data_flag_spellings(name)
     }
     values: dict[str, Any] = dict.fromkeys((*takes_value.values(), *switches.values()))
     index = 0

@@ -142,7 +142,6 @@ class FileStateStore(StateStore):
         self._written: tuple[float, Any] | None = None  # (monotonic time, _shape) at last write
         self._pending: SavedState | None = None  # saved in memory, not yet in the file
         self._before: dict[str, WorkerMemory] | None = None  # the workers of the last save
-        self._shape: Any = None  # the shape of the state being written
 
     def __enter__(self) -> FileStateStore:
         try:
@@ -218,8 +217,9 @@ class FileStateStore(StateStore):
         self.state = state
         if not self.writable:
             return
+        shape = None
         if self.write_every is not None:
-            shape, self._shape = _shape(state, self._before), None
+            shape = _shape(state, self._before)
             # A copy: the collector sets the next run's workers on this same object.
             self._before = dict(state.workers)
             last = self._written
@@ -228,17 +228,17 @@ class FileStateStore(StateStore):
                 if elapsed < self.write_gap or (elapsed < self.write_every and last[1] == shape):
                     self._pending = state
                     return
-            self._shape = shape
-        self._write(state)
+        self._write(state, shape)
 
     def reset(self) -> None:
         super().reset()
         self._written = self._before = None  # the next save writes
 
-    def _write(self, state: SavedState) -> None:
+    def _write(self, state: SavedState, shape: Any = None) -> None:
+        """Write ``state``; ``shape`` (a resident store's save): remembered with the time."""
         self._pending = None
-        if self._shape is not None:
-            self._written = (time.monotonic(), self._shape)
+        if shape is not None:
+            self._written = (time.monotonic(), shape)
         data = to_json(state)
         tmp = None
         try:

@@ -20,7 +20,10 @@ if TYPE_CHECKING:
     import argparse
 
 _TRUE = {"1", "true", "yes", "on"}
-_BOOL_FLAGS = ("metrics", "inventory", "events", "pretty", "verbose", "show_version")
+# The Go SDK's boolean data flags of the top-level command; with -verbose, every boolean
+# flag the environment can set (``resolve_flags``).
+DATA_FLAGS = ("metrics", "inventory", "events", "pretty", "show_version")
+_BOOL_FLAGS = (*DATA_FLAGS, "verbose")
 
 # The flags every collecting command shares: (spellings, dest, help), each taking a value;
 # plus -verbose. Kept as data so the one-shot can read them without argparse (cli.py).

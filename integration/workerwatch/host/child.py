@@ -153,7 +153,7 @@ def enrich(
 
     pid = observation.worker.pid
     try:
-        watched = work.watch_threads(pid, prev.peers or {} if prev is not None else {})
+        watched = work.watch_threads(pid, (prev.peers or {}) if prev is not None else {})
     except ProcGone:
         return observation
     except OSError as exc:

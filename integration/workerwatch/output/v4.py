@@ -177,28 +177,24 @@ def _worker_entries(v: WorkerVerdict, brief: bool, seen: _Texts | None) -> list[
         key = (v.name, v.group, v.pid, v.state, v.summary or v.reason)
         attrs, shared = _attribute_texts(key, lambda: worker_attributes(v), seen)
     ms = int(v.interval_s * 1000) if v.interval_s else None
-    out = [
-        metric(catalogue.WORKER_UP, int(v.up), attrs, as_text=as_text, written=shared),
-        metric(catalogue.WORKER_STALLED, int(v.stalled), attrs, as_text=as_text, written=shared),
-    ]
+
+    def own(name: str, value: float, interval_ms: int | None = None) -> Any:
+        """A metric with the worker's own attributes (one dict or text for all of them)."""
+        return metric(name, value, attrs, interval_ms, as_text=as_text, written=shared)
+
+    out = [own(catalogue.WORKER_UP, int(v.up)), own(catalogue.WORKER_STALLED, int(v.stalled))]
     if not v.up or brief:
         return out
     if v.silent_seconds is not None:
-        out.append(
-            metric(catalogue.LOG_SILENT, v.silent_seconds, attrs, as_text=as_text, written=shared)
-        )
+        out.append(own(catalogue.LOG_SILENT, v.silent_seconds))
     if v.bytes_written is not None and ms:
-        out.append(
-            metric(catalogue.LOG_BYTES, v.bytes_written, attrs, ms, as_text=as_text, written=shared)
-        )
+        out.append(own(catalogue.LOG_BYTES, v.bytes_written, ms))
     if v.heartbeat_age is not None:
-        out.append(
-            metric(catalogue.HEARTBEAT_AGE, v.heartbeat_age, attrs, as_text=as_text, written=shared)
-        )
+        out.append(own(catalogue.HEARTBEAT_AGE, v.heartbeat_age))
     if v.cpu_delta is not None and ms:
-        out.append(metric(catalogue.CPU, v.cpu_delta, attrs, ms, as_text=as_text, written=shared))
+        out.append(own(catalogue.CPU, v.cpu_delta, ms))
     if v.wakeups is not None and ms:
-        out.append(metric(catalogue.WAKEUPS, v.wakeups, attrs, ms, as_text=as_text, written=shared))
+        out.append(own(catalogue.WAKEUPS, v.wakeups, ms))
     if v.blocked_seconds is not None:
 
         def blocked_attributes() -> dict[str, Any]:
@@ -222,7 +218,7 @@ def _worker_entries(v: WorkerVerdict, brief: bool, seen: _Texts | None) -> list[
             metric(catalogue.UNTIMED_WAITS, count, {**attrs, "blocked.peer": peer}, as_text=as_text)
         )
     if v.restarted:
-        out.append(metric(catalogue.RESTARTS, 1, attrs, ms, as_text=as_text, written=shared))
+        out.append(own(catalogue.RESTARTS, 1, ms))
     if v.task_seconds is not None and v.task_name:
         task = {**attrs, "task.name": v.task_name}
         out.append(metric(catalogue.TASK_RUNNING, v.task_seconds, task, as_text=as_text))
