@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.v4 import check_line, find, write_config
+from tests.v4 import check_line, find, tagged_config
 
 INTERVAL = 0.5
 
@@ -76,19 +76,7 @@ def stop(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> tuple[int, float,
 
 
 def _config(tmp_path: Path, tag: str) -> Path:
-    return write_config(
-        tmp_path / "config.yml",
-        {
-            "state_dir": str(tmp_path / "state"),
-            "groups": [
-                {
-                    "name": "fleet",
-                    "match": {"cmdline": f"worker_kinds\\.py \\w+ {tag}"},
-                    "stall_after": "2s",
-                }
-            ],
-        },
-    )
+    return tagged_config(tmp_path, tag, stall_after="2s")
 
 
 @pytest.mark.slow  # real workers over several stall windows

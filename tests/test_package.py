@@ -20,7 +20,7 @@ import pytest
 
 from tests import parallel
 from tests.nerdgraph.fake import FakeNerdGraph
-from tests.v4 import check_line, find, write_config
+from tests.v4 import check_line, find, tagged_config
 
 pytestmark = pytest.mark.slow
 
@@ -177,20 +177,8 @@ def nerdgraph(httpserver):
 
 
 def fleet_config(tmp_path: Path, tag: str) -> Path:
-    return write_config(
-        tmp_path / "config.yml",
-        {
-            "state_dir": str(tmp_path / "state"),
-            # logs: a list, flattened into the inventory
-            "groups": [
-                {
-                    "name": "fleet",
-                    "match": {"cmdline": f"worker_kinds\\.py \\w+ {tag}"},
-                    "logs": [str(tmp_path / "*.log")],
-                }
-            ],
-        },
-    )
+    # logs: a list, flattened into the inventory
+    return tagged_config(tmp_path, tag, logs=[str(tmp_path / "*.log")])
 
 
 # ----------------------------------------------------------------------------- contents

@@ -29,27 +29,20 @@ from workerwatch.judge.states import GONE
 from workerwatch.state import StateStore
 
 from tests.fleet import wait_for
-from tests.v4 import write_config
+from tests.v4 import tagged_config
 
 F_SETPIPE_SZ = 1031  # linux/fcntl.h (fcntl.F_SETPIPE_SZ from Python 3.10)
 
 
 def _config(tmp_path: Path, tag: str, **extra: object):
-    path = write_config(
-        tmp_path / "config.yml",
-        {
-            "state_dir": str(tmp_path / "state"),
-            "groups": [
-                {
-                    "name": "g",
-                    "match": {"cmdline": f"worker_kinds\\.py \\w+ {tag}"},
-                    "logs": [str(tmp_path / "*.log")],
-                    "stall_after": "60s",
-                    **extra,
-                }
-            ],
-            "deadline": "2s",
-        },
+    path = tagged_config(
+        tmp_path,
+        tag,
+        name="g",
+        top={"deadline": "2s"},
+        logs=[str(tmp_path / "*.log")],
+        stall_after="60s",
+        **extra,
     )
     return load(str(path))
 

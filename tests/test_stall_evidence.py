@@ -14,25 +14,13 @@ from workerwatch.host.stack import find_py_spy
 from workerwatch.state import STATE_FILE
 
 from tests.fleet import main_thread_blocked, python_without_py_spy, run_integration, wait_for
-from tests.v4 import check_line, write_config
+from tests.v4 import check_line, tagged_config
 
 STALL_AFTER = 1.0
 
 
 def _config(tmp_path: Path, tag: str) -> Path:
-    return write_config(
-        tmp_path / "config.yml",
-        {
-            "state_dir": str(tmp_path / "state"),
-            "groups": [
-                {
-                    "name": "fleet",
-                    "match": {"cmdline": f"worker_kinds\\.py \\w+ {tag}"},
-                    "stall_after": f"{STALL_AFTER}s",
-                }
-            ],
-        },
-    )
+    return tagged_config(tmp_path, tag, stall_after=f"{STALL_AFTER}s")
 
 
 def _stalled_events(payload: dict, pid: int) -> list[dict]:

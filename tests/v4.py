@@ -95,3 +95,14 @@ def find(payload: dict[str, Any], name: str, **attrs: Any) -> list[dict[str, Any
 def write_config(path, data: dict[str, Any]):
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def tagged_config(
+    tmp_path, tag: str, name: str = "fleet", top: dict[str, Any] | None = None, **group: Any
+):
+    """``tmp_path/config.yml``: the state under ``tmp_path/state`` and one group ``name``
+    matching the tests/children/worker_kinds.py processes tagged ``tag``; ``group`` adds
+    the group's keys (``stall_after="2s"``), ``top`` top-level ones (``{"deadline": "2s"}``)."""
+    matching = {"name": name, "match": {"cmdline": f"worker_kinds\\.py \\w+ {tag}"}, **group}
+    data = {"state_dir": str(tmp_path / "state"), "groups": [matching], **(top or {})}
+    return write_config(tmp_path / "config.yml", data)
